@@ -1,0 +1,209 @@
+"""The gateway's contract with the infrastructure: settings, timeout budget, scaling metric.
+
+Standard library only. The gateway (app.settings) and the template generator (stacks/) both
+read this module, so a setting's name, default and source, every timeout and the metric the
+service scales on are written down once. Adding a setting is a change here and nowhere else:
+the config layer creates its SSM parameter, the service layer injects it, the Settings class
+parses it, and the compose parity test expects it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+SettingValue = str | int | float | bool | tuple
+
+
+class Source(enum.Enum):
+    """Where a setting's value comes from when the gateway runs in ECS."""
+
+    SECRET = "secret"  # noqa: S105 (a source name, not a password): the config layer's Secrets Manager secret, injected as an ECS Secret
+    SSM = "ssm"  # an SSM String parameter of the config layer, injected as an ECS Secret
+    TASK = "task"  # a value the task definition sets in Environment (not secret by nature)
+    LOCAL = "local"  # never set in ECS: the default applies there; for local runs and tests
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable the gateway reads.
+
+    kind: "str", "int", "float", "bool" or "csv" (a comma-separated list, parsed explicitly).
+    root_parameter: for SSM and TASK settings whose value differs per environment, the root
+    template parameter that supplies it; otherwise the default is written into the template.
+    """
+
+    env: str
+    kind: str
+    default: SettingValue
+    source: Source
+    description: str
+    root_parameter: str | None = None
+
+    @property
+    def default_text(self) -> str:
+        """The default as the string an environment variable (or SSM parameter) holds."""
+        return render_value(self.kind, self.default)
+
+
+def render_value(kind: str, value: SettingValue) -> str:
+    if kind == "bool":
+        return "true" if value else "false"
+    if kind == "csv":
+        return ",".join(value)  # type: ignore[arg-type]
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Timeout budget. Every number that bounds a request's life is derived here from the longest
+# generation we allow, so the ALB, the gateway, uvicorn and ECS cannot disagree.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimeoutBudget:
+    # The longest a single generation may run end to end (the gateway's total upstream timeout).
+    max_generation_seconds: int = 300
+    # Longest wait for the first byte from Ollama, which includes loading a cold model into GPU
+    # memory; also the longest gap allowed between two tokens.
+    first_token_seconds: int = 120
+    # TCP connect to Ollama on localhost: anything slower means it is not there.
+    upstream_connect_seconds: int = 5
+    # OpenAI-style SSE streams send a comment this often during silences after the first byte.
+    stream_ping_seconds: int = 15
+    # After SIGTERM: how long uvicorn lets in-flight requests finish before it closes them.
+    graceful_shutdown_seconds: int = 25
+
+    @property
+    def alb_idle_timeout_seconds(self) -> int:
+        # A non-streaming response is silent until generation ends, so the ALB must wait at
+        # least the whole generation (it resets its idle timer only when bytes flow).
+        return self.max_generation_seconds + 30
+
+    @property
+    def keep_alive_seconds(self) -> int:
+        # The target must keep idle connections open longer than the ALB does, or the ALB
+        # reuses a connection the target just closed and answers 502.
+        return self.alb_idle_timeout_seconds + 5
+
+    @property
+    def deregistration_delay_seconds(self) -> int:
+        # ECS deregisters the task and waits this long BEFORE it sends SIGTERM; the longest
+        # generation must be able to finish inside it.
+        return self.max_generation_seconds + 30
+
+    @property
+    def container_stop_timeout_seconds(self) -> int:
+        # After SIGTERM, ECS waits this long before SIGKILL: uvicorn's drain plus a margin.
+        return self.graceful_shutdown_seconds + 5
+
+    def violations(self) -> list[str]:
+        """Every inequality the budget must satisfy that it does not (empty when sound)."""
+        checks = [
+            (self.upstream_connect_seconds < self.first_token_seconds,
+             "upstream connect timeout must be shorter than the first-token timeout"),
+            (self.first_token_seconds < self.max_generation_seconds,
+             "first-token timeout must be shorter than the longest generation"),
+            (self.stream_ping_seconds < self.first_token_seconds,
+             "stream ping interval must be shorter than the first-token timeout"),
+            (self.alb_idle_timeout_seconds >= self.max_generation_seconds,
+             "ALB idle timeout must cover a silent non-streaming generation"),
+            (self.stream_ping_seconds < self.alb_idle_timeout_seconds,
+             "stream pings must come more often than the ALB idle timeout"),
+            (self.keep_alive_seconds > self.alb_idle_timeout_seconds,
+             "gateway keep-alive must be longer than the ALB idle timeout"),
+            (self.deregistration_delay_seconds >= self.max_generation_seconds,
+             "deregistration delay must cover the longest generation"),
+            (self.container_stop_timeout_seconds > self.graceful_shutdown_seconds,
+             "container stop timeout must exceed uvicorn's graceful shutdown"),
+            (self.alb_idle_timeout_seconds <= 4000,
+             "ALB idle timeout must be at most 4000 s (AWS limit)"),
+            (self.deregistration_delay_seconds <= 3600,
+             "deregistration delay must be at most 3600 s (AWS limit)"),
+            (self.container_stop_timeout_seconds <= 120,
+             "container stop timeout must be at most 120 s (ECS limit)"),
+        ]
+        return [message for ok, message in checks if not ok]
+
+
+TIMEOUTS = TimeoutBudget()
+
+
+# ---------------------------------------------------------------------------------------------
+# Scaling metric: the gateway writes it as CloudWatch Embedded Metric Format log lines; the
+# service layer's target-tracking policy and dashboard read the same names.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    description: str
+
+
+METRIC_NAMESPACE = "LlmGateway"
+METRIC_DIMENSIONS = ("ClusterName", "ServiceName")
+# The in-flight gauge is emitted at least this often, 0 when idle, so target tracking always
+# has a data point per task to average.
+METRIC_EMIT_INTERVAL_SECONDS = 30
+
+IN_FLIGHT_REQUESTS = Metric("InFlightRequests", "Count", "requests being served, per task")
+TIME_TO_FIRST_TOKEN = Metric("TimeToFirstToken", "Milliseconds", "first upstream byte")
+REQUEST_LATENCY = Metric("RequestLatency", "Milliseconds", "whole request")
+OUTPUT_TOKENS = Metric("OutputTokens", "Count", "tokens generated, per request")
+METRICS = (IN_FLIGHT_REQUESTS, TIME_TO_FIRST_TOKEN, REQUEST_LATENCY, OUTPUT_TOKENS)
+# The scaling policy's target: in-flight requests per task. Ollama serves OLLAMA_NUM_PARALLEL
+# at once; scaling out before every slot is busy leaves headroom for the next model load.
+SCALING_METRIC = IN_FLIGHT_REQUESTS
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings. Root parameters named here are created by the config/service layers' templates.
+# ---------------------------------------------------------------------------------------------
+
+OLLAMA_PORT = 11434
+GATEWAY_PORT = 8000
+DEFAULT_OLLAMA_PARALLEL = 4
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("OLLAMA_BASE_URL", "str", f"http://127.0.0.1:{OLLAMA_PORT}", Source.TASK,
+            "Where Ollama listens: the sidecar on the task's loopback."),
+    Setting("GATEWAY_API_KEYS", "csv", (), Source.SECRET,
+            "Active bearer keys, comma-separated (two during a rotation)."),
+    Setting("GATEWAY_AUTH_DISABLED", "bool", False, Source.LOCAL,
+            "Serve without keys. Only for a local run; never set in ECS."),
+    Setting("GATEWAY_MODELS", "csv", ("llama3.2:1b",), Source.SSM,
+            "Allowed models, comma-separated; the first is the default.",
+            root_parameter="ModelName"),
+    Setting("GATEWAY_MAX_BODY_BYTES", "int", 1_048_576, Source.SSM,
+            "Largest request body accepted; larger is 413 before parsing."),
+    Setting("GATEWAY_MAX_OUTPUT_TOKENS", "int", 2048, Source.SSM,
+            "Cap on num_predict / max_tokens."),
+    Setting("GATEWAY_CONTEXT_TOKENS", "int", 8192, Source.SSM,
+            "Context size given to Ollama; longer prompts are refused with 400."),
+    Setting("GATEWAY_MAX_CONCURRENCY", "int", DEFAULT_OLLAMA_PARALLEL, Source.SSM,
+            "Requests served at once per task (sized to OLLAMA_NUM_PARALLEL).",
+            root_parameter="OllamaNumParallel"),
+    Setting("GATEWAY_QUEUE_TIMEOUT_SECONDS", "float", 1.0, Source.SSM,
+            "Longest wait for a free slot before 429 with Retry-After."),
+    Setting("GATEWAY_CORS_ORIGINS", "csv", (), Source.LOCAL,
+            "Allowed CORS origins, comma-separated; empty turns CORS off."),
+    Setting("GATEWAY_DOCS_ENABLED", "bool", False, Source.LOCAL,
+            "Serve /docs and /openapi.json."),
+    Setting("GATEWAY_LOG_LEVEL", "str", "info", Source.TASK, "Log level of the gateway."),
+    Setting("GATEWAY_CLUSTER_NAME", "str", "local", Source.TASK,
+            "ECS cluster name: the ClusterName dimension of the metrics."),
+    Setting("GATEWAY_SERVICE_NAME", "str", "local", Source.TASK,
+            "ECS service name: the ServiceName dimension of the metrics."),
+)
+
+SETTINGS_BY_ENV = {setting.env: setting for setting in SETTINGS}
+
+
+def setting(env: str) -> Setting:
+    return SETTINGS_BY_ENV[env]
+
+
+def settings_from(source: Source) -> tuple[Setting, ...]:
+    return tuple(s for s in SETTINGS if s.source is source)

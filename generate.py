@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Write the CloudFormation templates: one per layer, the root that nests them, the registry.
+
+    python generate.py             write templates/*.json
+    python generate.py --check     write nothing; exit 1 naming every stale template
+    python generate.py --out DIR   write to DIR instead of templates/
+
+No AWS call is made. Output is byte-identical on every run (sorted keys, fixed indent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO))
+
+from stacks import build_all  # noqa: E402
+from stacks.base import to_json  # noqa: E402
+from stacks.root import WiringError  # noqa: E402
+from stacks.settings import GenerationSettings, SettingsError  # noqa: E402
+
+DEFAULT_OUT = REPO / "templates"
+DEFAULT_SETTINGS = REPO / "generation.toml"
+
+
+def render(settings: GenerationSettings) -> dict[str, str]:
+    """File name -> JSON text of every template."""
+    return {name: to_json(template) for name, template in sorted(build_all(settings).items())}
+
+
+def stale(rendered: dict[str, str], out: Path) -> list[str]:
+    """Names of templates whose file under out differs from what generation gives, or is extra."""
+    differing = []
+    for name, text in rendered.items():
+        path = out / name
+        if not path.is_file() or path.read_text() != text:
+            differing.append(name)
+    extra = sorted(p.name for p in out.glob("*.json") if p.name not in rendered) if out.is_dir() else []
+    return differing + [f"{name} (not generated any more)" for name in extra]
+
+
+def write(rendered: dict[str, str], out: Path) -> list[str]:
+    """Write every template atomically (temp file + rename): no half-written template."""
+    out.mkdir(parents=True, exist_ok=True)
+    changed = []
+    for name, text in rendered.items():
+        path = out / name
+        if path.is_file() and path.read_text() == text:
+            continue
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        changed.append(name)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Generate the CloudFormation templates (one per layer, root.json nesting "
+                    "them, and the standalone registry.json). Makes no AWS call.",
+    )
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 and name every template that differs from "
+                             "the files in the output directory (for CI and pre-commit)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
+                        help="output directory (default: templates/)")
+    parser.add_argument("--settings", type=Path, default=DEFAULT_SETTINGS, metavar="FILE",
+                        help="generation settings file (default: generation.toml)")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = GenerationSettings.from_file(args.settings)
+        rendered = render(settings)
+    except (SettingsError, WiringError) as error:
+        print(f"generate.py: error: {error}", file=sys.stderr)
+        return 2
+
+    if args.check:
+        differing = stale(rendered, args.out)
+        for name in differing:
+            print(f"stale: {args.out / name}", file=sys.stderr)
+        if differing:
+            print("generate.py: templates are out of date; run `make generate` and commit them",
+                  file=sys.stderr)
+            return 1
+        print(f"{len(rendered)} templates up to date in {args.out}")
+        return 0
+
+    changed = write(rendered, args.out)
+    print(f"wrote {len(rendered)} templates to {args.out} ({len(changed)} changed)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""What every layer shares: the Layer base class and small template helpers."""
+
+from __future__ import annotations
+
+import json
+
+from troposphere import Output, Parameter, Template
+
+from stacks import names
+from stacks.settings import GenerationSettings
+
+TEMPLATE_VERSION = "2010-09-09"
+
+
+class Layer:
+    """One CloudFormation template. Subclasses set the class attributes and implement build()."""
+
+    # Logical ID of the nested stack in root.json (PascalCase, stable: it is API).
+    logical_id: str = ""
+    # File name under templates/ (also the TemplateURL, relative to root.json).
+    file_name: str = ""
+    description: str = ""
+    # (condition name, root parameter, value): the whole nested stack exists only when the root
+    # parameter equals value. None: always created.
+    root_condition: tuple[str, str, str] | None = None
+    # Outputs that root.json repeats as its own (what an operator reads after a deploy).
+    root_outputs: tuple[str, ...] = ()
+
+    def __init__(self, settings: GenerationSettings) -> None:
+        self.settings = settings
+
+    def build(self) -> Template:
+        raise NotImplementedError
+
+    def new_template(self) -> Template:
+        template = Template(Description=self.description)
+        template.set_version(TEMPLATE_VERSION)
+        return template
+
+
+def add_output(template: Template, name: str, value: object, description: str) -> Output:
+    return template.add_output(Output(name, Value=value, Description=description))
+
+
+def typed_parameter(template: Template, name: str, type_: str, description: str,
+                    **kwargs) -> Parameter:
+    return template.add_parameter(Parameter(name, Type=type_, Description=description, **kwargs))
+
+
+def string_parameter(template: Template, name: str, description: str, **kwargs) -> Parameter:
+    return template.add_parameter(Parameter(name, Type="String", Description=description, **kwargs))
+
+
+def boolean_parameter(template: Template, name: str, description: str, default: str) -> Parameter:
+    """CloudFormation has no boolean type: "true"/"false" strings, tested with Conditions."""
+    return template.add_parameter(
+        Parameter(name, Type="String", AllowedValues=["true", "false"], Default=default,
+                  Description=description)
+    )
+
+
+def log_retention_parameter() -> Parameter:
+    return Parameter(
+        names.LOG_RETENTION_DAYS, Type="Number", Default=365,
+        AllowedValues=[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
+                       1827, 2192, 2557, 2922, 3288, 3653],
+        Description="Days to keep logs (flow logs, container logs); 365 or more for audit",
+    )
+
+
+def to_json(template: Template) -> str:
+    """Deterministic serialisation: sorted keys, two-space indent, trailing newline."""
+    return json.dumps(template.to_dict(), sort_keys=True, indent=2) + "\n"
+
+
+def cdk_style_no_egress() -> dict:
+    """An egress rule that matches nothing, so EC2 removes the default allow-all egress rule.
+
+    EC2 keeps the allow-all egress rule unless the group itself declares at least one egress
+    rule; the real egress rules are separate resources (so groups can name each other without
+    a cycle). This is the rule CDK writes for `allowAllOutbound: false`.
+    """
+    return {
+        "CidrIp": "255.255.255.255/32",
+        "Description": "Disallow all traffic (removes the default allow-all egress rule)",
+        "IpProtocol": "icmp",
+        "FromPort": 252,
+        "ToPort": 86,
+    }
+
+
+def scanner_skips(checkov: dict[str, str] | None = None,
+                  cfn_lint: dict[str, str] | None = None) -> dict:
+    """Resource Metadata that skips scanner checks, each with the reason a reviewer reads.
+
+    checkov reads Metadata.checkov.skip; cfn-lint reads Metadata.cfn-lint.config.ignore_checks
+    (which has no place for a reason, so the reasons sit beside it under "reasons").
+    """
+    metadata: dict = {}
+    if checkov:
+        metadata["checkov"] = {
+            "skip": [{"id": check, "comment": reason} for check, reason in sorted(checkov.items())]
+        }
+    if cfn_lint:
+        metadata["cfn-lint"] = {
+            "config": {"ignore_checks": sorted(cfn_lint)},
+            "reasons": dict(sorted(cfn_lint.items())),
+        }
+    return metadata

@@ -1,0 +1,115 @@
+"""Every IAM document of the project, as awacs objects, in one place for review.
+
+Rules (tests/stacks/test_policies.py enforces them on the generated templates):
+- actions come from awacs action constants; no "*" action and no "service:*", except the
+  KMS key policy's delegation to the account (the AWS default key policy; see key_policy());
+- Resource "*" only where AWS offers nothing narrower, with the reason next to it;
+- every trust policy names one service principal, with aws:SourceAccount where the service
+  sends it (ECS tasks, flow logs) and not where it does not (EC2).
+"""
+
+from __future__ import annotations
+
+import awacs.kms as kms
+import awacs.logs as logs
+import awacs.sts as sts
+from awacs.aws import (
+    Allow,
+    ArnLike,
+    Condition,
+    Policy,
+    PolicyDocument,
+    Principal,
+    Statement,
+    StringEquals,
+)
+from troposphere import AccountId, Sub
+
+VERSION = "2012-10-17"
+
+
+def service_trust(service: str, source_account: bool) -> PolicyDocument:
+    """Trust policy for one AWS service principal.
+
+    source_account: add aws:SourceAccount (confused-deputy guard) for services that send it.
+    """
+    statement = Statement(
+        Effect=Allow,
+        Principal=Principal("Service", service),
+        Action=[sts.AssumeRole],
+    )
+    if source_account:
+        statement.Condition = Condition(StringEquals("aws:SourceAccount", AccountId))
+    return PolicyDocument(Version=VERSION, Statement=[statement])
+
+
+# --- network layer --------------------------------------------------------------------------
+
+
+def flow_logs_trust() -> PolicyDocument:
+    return service_trust("vpc-flow-logs.amazonaws.com", source_account=True)
+
+
+def flow_logs_delivery(log_group_arn: object) -> PolicyDocument:
+    """What VPC Flow Logs needs to write into its one log group."""
+    return PolicyDocument(
+        Version=VERSION,
+        Statement=[
+            Statement(
+                Sid="WriteFlowLogGroup",
+                Effect=Allow,
+                Action=[logs.CreateLogStream, logs.PutLogEvents, logs.DescribeLogStreams],
+                Resource=[log_group_arn, Sub("${Arn}:*", Arn=log_group_arn)],
+            ),
+        ],
+    )
+
+
+# --- config layer ---------------------------------------------------------------------------
+
+KMS_USE_ACTIONS = [
+    kms.Encrypt,
+    kms.Decrypt,
+    kms.ReEncryptFrom,
+    kms.ReEncryptTo,
+    kms.GenerateDataKey,
+    kms.GenerateDataKeyWithoutPlaintext,
+    kms.DescribeKey,
+]
+
+
+def key_policy() -> Policy:
+    """Policy of the customer-managed key for log groups and the API-key secret.
+
+    The first statement is the AWS default key policy: it delegates the key to the account's
+    IAM policies ("kms:*" for the account root is AWS's documented default; without it the
+    key can become unmanageable). Roles then get exactly what they need through IAM, with
+    kms:ViaService conditions where the key is used through a service.
+    The second lets CloudWatch Logs use the key, only for this account's log groups.
+    """
+    return Policy(
+        Version=VERSION,
+        Statement=[
+            Statement(
+                Sid="DelegateToAccountIam",
+                Effect=Allow,
+                Principal=Principal("AWS", Sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root")),
+                Action=[kms.Action("*")],
+                Resource=["*"],  # in a key policy "*" means this key
+            ),
+            Statement(
+                Sid="CloudWatchLogsForThisAccount",
+                Effect=Allow,
+                Principal=Principal("Service", Sub("logs.${AWS::Region}.amazonaws.com")),
+                Action=KMS_USE_ACTIONS,
+                Resource=["*"],  # in a key policy "*" means this key
+                Condition=Condition(
+                    ArnLike(
+                        "kms:EncryptionContext:aws:logs:arn",
+                        Sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:*"),
+                    )
+                ),
+            ),
+        ],
+    )
+

@@ -1,0 +1,160 @@
+"""Root template: nests every layer and wires child Outputs into child Parameters.
+
+A child Parameter named X is fed, in this order of preference, by
+1. the Output X of an earlier layer (Fn::GetAtt <Layer>.Outputs.X),
+2. a value root derives from its own parameters (image URIs and repository ARNs, so the
+   registry's naming and the service's references cannot drift), or
+3. the root Parameter X, declared here with the child's own definition.
+Two layers that declare the same root parameter differently fail generation, naming both.
+"""
+
+from __future__ import annotations
+
+from troposphere import Equals, GetAtt, Output, Parameter, Ref, Sub, Template
+from troposphere.cloudformation import Stack
+
+from stacks import names
+from stacks.base import TEMPLATE_VERSION, Layer
+
+IMAGE_TAG_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$"
+
+
+class WiringError(ValueError):
+    """The layers cannot be wired: a conflict or an output used before it exists."""
+
+
+def image_uri(image: str) -> Sub:
+    return Sub(
+        "${AWS::AccountId}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}/"
+        f"${{{names.REPOSITORY_PREFIX}}}/{image}:${{{names.IMAGE_TAG}}}"
+    )
+
+
+def repository_arn(image: str) -> Sub:
+    return Sub(
+        "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/"
+        f"${{{names.REPOSITORY_PREFIX}}}/{image}"
+    )
+
+
+# Values root computes from its own parameters; each lists the root parameters it needs.
+DERIVED: dict[str, tuple[object, tuple[str, ...]]] = {
+    names.GATEWAY_IMAGE_URI: (image_uri("gateway"), (names.REPOSITORY_PREFIX, names.IMAGE_TAG)),
+    names.OLLAMA_IMAGE_URI: (image_uri("ollama"), (names.REPOSITORY_PREFIX, names.IMAGE_TAG)),
+    names.GATEWAY_REPOSITORY_ARN: (repository_arn("gateway"), (names.REPOSITORY_PREFIX,)),
+    names.OLLAMA_REPOSITORY_ARN: (repository_arn("ollama"), (names.REPOSITORY_PREFIX,)),
+}
+
+# Root parameters that no child declares, only derived values use.
+ROOT_ONLY_PARAMETERS = {
+    names.IMAGE_TAG: dict(
+        Type="String", AllowedPattern=IMAGE_TAG_PATTERN,
+        Description="Image tag of both images (the git SHA the images step pushed); supplied "
+                    "at deploy time, never in params files",
+        ConstraintDescription="an image tag: letters, digits, . _ -; at most 128",
+    ),
+}
+
+PARAMETER_FIELDS = ("Type", "Default", "AllowedValues", "AllowedPattern", "MinValue",
+                    "MaxValue", "MinLength", "MaxLength", "NoEcho", "ConstraintDescription")
+
+
+def _definition(parameter: Parameter) -> dict:
+    return {key: value for key, value in parameter.to_dict().items() if key in PARAMETER_FIELDS}
+
+
+class RootBuilder:
+    description = "LLM API on ECS GPU instances: root stack nesting every layer"
+
+    def __init__(self, layers: list[tuple[Layer, Template]], registry: Template | None = None):
+        self.layers = layers
+        # The registry is deployed alone, but its RepositoryPrefix definition is the one root uses.
+        self.registry = registry
+
+    def build(self) -> Template:
+        root = Template(Description=self.description)
+        root.set_version(TEMPLATE_VERSION)
+        declared: dict[str, tuple[str, dict]] = {}  # root parameter -> (first layer, definition)
+        outputs: dict[str, str] = {}  # output name -> layer logical ID
+        conditional: set[str] = set()  # layers created only under a condition
+
+        def declare(name: str, definition: dict, layer: str, description: str) -> None:
+            if name in declared:
+                first, known = declared[name]
+                if known != definition:
+                    raise WiringError(
+                        f"root parameter {name!r} is declared differently by {first} "
+                        f"({known}) and {layer} ({definition}); make the definitions equal"
+                    )
+                return
+            declared[name] = (layer, definition)
+            root.add_parameter(Parameter(name, Description=description, **definition))
+
+        for layer, template in self.layers:
+            values = {}
+            for name, parameter in sorted(template.parameters.items()):
+                if name in outputs:
+                    source = outputs[name]
+                    if source in conditional:
+                        raise WiringError(
+                            f"{layer.logical_id} needs {name!r} from {source}, which exists only "
+                            "under a condition; feed it from an unconditional layer"
+                        )
+                    values[name] = GetAtt(source, f"Outputs.{name}")
+                elif name in DERIVED:
+                    expression, needs = DERIVED[name]
+                    for needed in needs:
+                        self._declare_root_only(needed, declare, layer.logical_id)
+                    values[name] = expression
+                else:
+                    declare(name, _definition(parameter), layer.logical_id,
+                            parameter.properties.get("Description", name))
+                    values[name] = Ref(name)
+
+            extra = {}
+            if layer.root_condition:
+                condition, switch, value = layer.root_condition
+                declare(switch, {"Type": "String", "AllowedValues": ["true", "false"],
+                                 "Default": "false"}, layer.logical_id,
+                        f"true: create the {layer.logical_id} stack ({layer.description})")
+                root.add_condition(condition, Equals(Ref(switch), value))
+                extra["Condition"] = condition
+                conditional.add(layer.logical_id)
+
+            root.add_resource(Stack(
+                layer.logical_id,
+                # Relative to root.json; `aws cloudformation package` uploads it and rewrites it.
+                TemplateURL=layer.file_name,
+                Parameters=values,
+                # Deleting a nested stack deletes its resources; the stateful ones inside
+                # (log groups, the secret, the KMS key) carry their own Retain policies.
+                DeletionPolicy="Delete",
+                UpdateReplacePolicy="Delete",
+                **extra,
+            ))
+            for name in template.outputs:
+                if name in outputs:
+                    raise WiringError(f"output {name!r} is produced by both {outputs[name]} and "
+                                      f"{layer.logical_id}; output names must be unique")
+                outputs[name] = layer.logical_id
+
+            for name in layer.root_outputs:
+                output = template.outputs[name]
+                root.add_output(Output(
+                    name, Value=GetAtt(layer.logical_id, f"Outputs.{name}"),
+                    Description=output.properties.get("Description", name),
+                ))
+        return root
+
+    def _declare_root_only(self, name: str, declare, layer: str) -> None:
+        if name in ROOT_ONLY_PARAMETERS:
+            definition = dict(ROOT_ONLY_PARAMETERS[name])
+            description = definition.pop("Description")
+            declare(name, definition, "root", description)
+            return
+        if self.registry is None or name not in self.registry.parameters:
+            raise WiringError(f"root cannot declare {name!r}: no layer or the registry defines it")
+        parameter = self.registry.parameters[name]
+        declare(name, _definition(parameter), "Registry",
+                parameter.properties.get("Description", name))
+

@@ -1,0 +1,68 @@
+"""app/contract.py: the timeout budget's inequalities and the settings declarations."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+
+from app import contract
+from app.contract import TIMEOUTS, Source, TimeoutBudget
+
+
+def test_the_shipped_budget_is_sound():
+    assert TIMEOUTS.violations() == []
+
+
+def test_derived_values_keep_their_order():
+    t = TIMEOUTS
+    assert t.alb_idle_timeout_seconds >= t.max_generation_seconds > t.first_token_seconds
+    assert t.keep_alive_seconds > t.alb_idle_timeout_seconds
+    assert t.deregistration_delay_seconds >= t.max_generation_seconds
+    assert t.container_stop_timeout_seconds > t.graceful_shutdown_seconds
+    assert t.stream_ping_seconds < t.first_token_seconds < t.alb_idle_timeout_seconds
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"first_token_seconds": 400}, "first-token timeout must be shorter"),
+        ({"stream_ping_seconds": 200}, "stream ping interval must be shorter"),
+        ({"upstream_connect_seconds": 130}, "upstream connect timeout must be shorter"),
+        ({"max_generation_seconds": 3990}, "ALB idle timeout must be at most 4000"),
+        ({"graceful_shutdown_seconds": 118}, "container stop timeout must be at most 120"),
+    ],
+)
+def test_a_broken_budget_names_the_inequality(change, message):
+    budget = dataclasses.replace(TimeoutBudget(), **change)
+    assert any(message in v for v in budget.violations()), budget.violations()
+
+
+def test_setting_names_are_unique_and_shaped():
+    envs = [s.env for s in contract.SETTINGS]
+    assert len(envs) == len(set(envs))
+    for s in contract.SETTINGS:
+        assert re.fullmatch(r"(GATEWAY|OLLAMA)_[A-Z0-9_]+", s.env), s.env
+        assert s.kind in {"str", "int", "float", "bool", "csv"}, s.env
+        assert s.description
+
+
+def test_the_api_keys_come_only_from_the_secret():
+    assert contract.setting("GATEWAY_API_KEYS").source is Source.SECRET
+    assert [s.env for s in contract.settings_from(Source.SECRET)] == ["GATEWAY_API_KEYS"]
+
+
+def test_ssm_settings_have_values_ssm_accepts():
+    for s in contract.settings_from(Source.SSM):
+        assert s.default_text != "" or s.root_parameter, s.env
+        assert len(s.default_text) <= 4096
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "text"),
+    [("bool", True, "true"), ("bool", False, "false"), ("csv", ("a", "b"), "a,b"),
+     ("csv", (), ""), ("int", 3, "3"), ("float", 1.5, "1.5"), ("str", "x", "x")],
+)
+def test_render_value(kind, value, text):
+    assert contract.render_value(kind, value) == text

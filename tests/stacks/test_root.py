@@ -1,0 +1,139 @@
+"""Root wiring: every child parameter supplied, every GetAtt real, params files complete."""
+
+from __future__ import annotations
+
+import pytest
+from troposphere import Output, Parameter, Template
+
+from stacks import NESTED_LAYERS, names
+from stacks.base import Layer
+from stacks.root import RootBuilder, WiringError
+from stacks.settings import GenerationSettings
+from tests.cfn import REPO, generated, props, resources, walk
+from tools import params
+
+
+def root():
+    return generated()["root.json"]
+
+
+def nested():
+    return resources(root(), "AWS::CloudFormation::Stack")
+
+
+def test_every_child_parameter_is_supplied_and_nothing_else():
+    for logical_id, stack in nested().items():
+        child = generated()[props(stack)["TemplateURL"]]
+        assert set(props(stack)["Parameters"]) == set(child.get("Parameters", {})), logical_id
+
+
+def test_template_urls_are_relative_files_next_to_root():
+    for stack in nested().values():
+        url = props(stack)["TemplateURL"]
+        assert "/" not in url and (REPO / "templates" / url).is_file()
+
+
+def test_every_getatt_names_an_existing_output_of_an_earlier_layer():
+    order = [layer.logical_id for layer in NESTED_LAYERS]
+    for logical_id, stack in nested().items():
+        for path, value in walk(props(stack)["Parameters"]):
+            if isinstance(value, dict) and "Fn::GetAtt" in value:
+                source, attribute = value["Fn::GetAtt"]
+                output = attribute.removeprefix("Outputs.")
+                child = generated()[props(nested()[source])["TemplateURL"]]
+                assert output in child["Outputs"], f"{logical_id}{path}"
+                assert order.index(source) < order.index(logical_id), f"{logical_id} uses {source}"
+
+
+def test_child_parameter_fed_by_output_of_the_same_name():
+    for stack in nested().values():
+        for name, value in props(stack)["Parameters"].items():
+            if "Fn::GetAtt" in value:
+                assert value["Fn::GetAtt"][1] == f"Outputs.{name}"
+            elif "Ref" in value:
+                assert value["Ref"] == name and name in root()["Parameters"]
+
+
+def test_every_root_parameter_is_used():
+    used = {v for _, v in walk(root()["Resources"]) if isinstance(v, str)}
+    refs = {value["Ref"] for _, value in walk(root()) if isinstance(value, dict) and "Ref" in value}
+    subs = " ".join(str(v) for v in used)
+    for name in root()["Parameters"]:
+        assert name in refs or f"${{{name}}}" in subs, name
+
+
+@pytest.mark.parametrize("env", params.environments())
+def test_params_file_sets_every_root_parameter_but_the_deploy_time_ones(env):
+    values = params.load_env(env)
+    expected = set(root()["Parameters"]) - set(names.DEPLOY_TIME_PARAMETERS)
+    assert set(values) == expected, f"params/{env}.json: missing {expected - set(values)}, " \
+        f"unknown {set(values) - expected}"
+
+
+@pytest.mark.parametrize("env", params.environments())
+def test_params_values_satisfy_root_constraints(env):
+    import re
+
+    for key, value in params.load_env(env).items():
+        spec = root()["Parameters"][key]
+        if "AllowedValues" in spec:
+            assert value in [str(v) for v in spec["AllowedValues"]], f"{env}: {key}={value}"
+        if "AllowedPattern" in spec:
+            assert re.fullmatch(spec["AllowedPattern"], value), f"{env}: {key}={value}"
+        if spec["Type"] == "Number":
+            number = float(value)
+            assert float(spec.get("MinValue", number)) <= number <= float(spec.get("MaxValue", number))
+        if spec["Type"].startswith("List<AWS::EC2::AvailabilityZone::Name>"):
+            zones = value.split(",")
+            assert len(zones) == GenerationSettings.from_file(REPO / "generation.toml").az_count
+            assert len(set(zones)) == len(zones), f"{env}: AZs repeat"
+
+
+def test_dev_is_cheap_and_prod_is_hardened():
+    dev, prod = params.load_env("dev"), params.load_env("prod")
+    assert dev["NatGatewayMode"] == "single" and dev["InterfaceEndpoints"] == "false"
+    assert prod["NatGatewayMode"] == "per-az" and prod["InterfaceEndpoints"] == "true"
+
+
+class _Fake(Layer):
+    def __init__(self, logical_id, parameters=(), outputs=(), condition=None, defaults=None):
+        super().__init__(GenerationSettings())
+        self.logical_id, self.file_name = logical_id, f"{logical_id.lower()}.json"
+        self.root_condition = condition
+        self.template = Template()
+        for name in parameters:
+            extra = {"Default": defaults[name]} if defaults and name in defaults else {}
+            self.template.add_parameter(Parameter(name, Type="String", **extra))
+        for name in outputs:
+            self.template.add_output(Output(name, Value="x"))
+
+    def build(self):
+        return self.template
+
+
+def _wire(*layers):
+    return RootBuilder([(layer, layer.build()) for layer in layers]).build()
+
+
+def test_wiring_prefers_an_earlier_output_over_a_root_parameter():
+    root_ = _wire(_Fake("A", parameters=["X"], outputs=["Y"]), _Fake("B", parameters=["X", "Y"]))
+    b = root_.resources["B"].properties["Parameters"]
+    assert b["Y"].to_dict() == {"Fn::GetAtt": ["A", "Outputs.Y"]}
+    assert b["X"].to_dict() == {"Ref": "X"}
+    assert set(root_.parameters) == {"X"}
+
+
+def test_conflicting_parameter_definitions_fail_naming_both_layers():
+    with pytest.raises(WiringError, match=r"'X' is declared differently by A .* and B"):
+        _wire(_Fake("A", parameters=["X"]), _Fake("B", parameters=["X"], defaults={"X": "1"}))
+
+
+def test_output_of_a_conditional_layer_cannot_feed_another():
+    with pytest.raises(WiringError, match=r"B needs 'Y' from A, which exists only under a condition"):
+        _wire(_Fake("A", outputs=["Y"], condition=("AOn", "ASwitch", "true")),
+              _Fake("B", parameters=["Y"]))
+
+
+def test_duplicate_output_names_fail():
+    with pytest.raises(WiringError, match="produced by both A and B"):
+        _wire(_Fake("A", outputs=["Y"]), _Fake("B", outputs=["Y"]))

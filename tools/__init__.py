@@ -1,0 +1,1 @@
+"""Command-line helpers around the templates: params files, checks, deploy steps."""
