@@ -10,6 +10,7 @@ from troposphere import Template
 from stacks.base import Layer
 from stacks.config import ConfigLayer
 from stacks.endpoints import EndpointsLayer
+from stacks.load_balancer import LoadBalancerLayer
 from stacks.network import NetworkLayer
 from stacks.registry import RegistryLayer
 from stacks.root import RootBuilder
@@ -21,6 +22,7 @@ NESTED_LAYERS: tuple[type[Layer], ...] = (
     NetworkLayer,
     SecurityLayer,
     EndpointsLayer,
+    LoadBalancerLayer,
 )
 ROOT_FILE = "root.json"
 

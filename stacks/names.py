@@ -33,6 +33,14 @@ TASK_SECURITY_GROUP_ID = "TaskSecurityGroupId"
 INSTANCE_SECURITY_GROUP_ID = "InstanceSecurityGroupId"
 ENDPOINT_SECURITY_GROUP_ID = "EndpointSecurityGroupId"
 
+# load balancer -> service, root outputs
+LISTENER_ARN = "ListenerArn"
+TARGET_GROUP_ARN = "TargetGroupArn"
+LOAD_BALANCER_FULL_NAME = "LoadBalancerFullName"
+TARGET_GROUP_FULL_NAME = "TargetGroupFullName"
+LOAD_BALANCER_DNS_NAME = "LoadBalancerDnsName"
+SERVICE_URL = "ServiceUrl"
+
 # registry (standalone) and images
 REPOSITORY_PREFIX = "RepositoryPrefix"
 IMAGE_TAG = "ImageTag"  # supplied at deploy time, never in params/*.json

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import awacs.kms as kms
 import awacs.logs as logs
+import awacs.s3 as s3
 import awacs.sts as sts
 from awacs.aws import (
     Allow,
     ArnLike,
+    Bool,
+    Deny,
     Condition,
     Policy,
     PolicyDocument,
@@ -113,3 +116,37 @@ def key_policy() -> Policy:
         ],
     )
 
+
+
+# --- load balancer layer --------------------------------------------------------------------
+
+
+def access_log_bucket_policy(bucket_arn: object, prefix: str, elb_account: object,
+                             elb_service: object) -> PolicyDocument:
+    """TLS-only access-log bucket that the regional ELB log delivery may write into.
+
+    elb_account / elb_service: Fn::If values of which exactly one survives (older regions
+    deliver from an ELB account, newer ones from a service principal).
+    """
+    delivery = Principal("AWS", elb_account)
+    delivery.data["Service"] = elb_service  # awacs holds one type per Principal; add the other
+    return PolicyDocument(
+        Version=VERSION,
+        Statement=[
+            Statement(
+                Sid="DenyInsecureTransport",
+                Effect=Deny,
+                Principal=Principal("*"),
+                Action=[s3.Action("*")],  # a Deny: every S3 action without TLS is refused
+                Resource=[bucket_arn, Sub("${Arn}/*", Arn=bucket_arn)],
+                Condition=Condition(Bool("aws:SecureTransport", "false")),
+            ),
+            Statement(
+                Sid="ElbLogDelivery",
+                Effect=Allow,
+                Principal=delivery,
+                Action=[s3.PutObject],
+                Resource=[Sub(f"${{Arn}}/{prefix}/AWSLogs/${{AWS::AccountId}}/*", Arn=bucket_arn)],
+            ),
+        ],
+    )

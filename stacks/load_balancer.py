@@ -1,0 +1,402 @@
+"""Load balancer layer: the HTTPS ALB that carries long LLM streams to the gateway tasks.
+
+- HTTPS on 443 with a TLS 1.3 policy; HTTP on 80 only answers 301 to HTTPS.
+- Certificate: an existing ACM ARN (CertificateArn), or, when that is empty, one created here
+  and validated through DNS in the Route 53 zone HostedZoneId for DomainName. Template Rules
+  fail the deploy before anything is created when the pair is missing.
+- Idle timeout and deregistration delay come from app/contract.py's timeout budget.
+- Optional: access logs to a bucket of this layer, a WAF web ACL, a Route 53 alias record.
+"""
+
+from __future__ import annotations
+
+from troposphere import (
+    And,
+    Condition,
+    Equals,
+    FindInMap,
+    GetAtt,
+    If,
+    Not,
+    NoValue,
+    Ref,
+    Sub,
+    Tags,
+    cloudformation,
+    route53,
+    s3,
+    wafv2,
+)
+from troposphere import certificatemanager as acm
+from troposphere import elasticloadbalancingv2 as elb
+
+from app.contract import GATEWAY_PORT, TIMEOUTS
+from stacks import names, policies
+from stacks.base import (
+    Layer,
+    add_output,
+    boolean_parameter,
+    scanner_skips,
+    string_parameter,
+    typed_parameter,
+)
+
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+HEALTH_CHECK_PATH = "/readyz"
+ACCESS_LOG_PREFIX = "alb"
+
+# Regions opened before August 2022 deliver ALB access logs from a regional ELB account;
+# newer regions use the logdelivery.elasticloadbalancing.amazonaws.com service principal.
+# (AWS docs: "Enable access logs for your Application Load Balancer", bucket policy.)
+SERVICE_PRINCIPAL = "service-principal"
+ELB_LOG_ACCOUNTS = {
+    "us-east-1": "127311923021", "us-east-2": "033677994240", "us-west-1": "027434742980",
+    "us-west-2": "797873946194", "af-south-1": "098369216593", "ap-east-1": "754344448648",
+    "ap-southeast-3": "589379963580", "ap-south-1": "718504428378",
+    "ap-northeast-3": "383597477331", "ap-northeast-2": "600734575887",
+    "ap-southeast-1": "114774131450", "ap-southeast-2": "783225319266",
+    "ap-northeast-1": "582318560864", "ca-central-1": "985666609251",
+    "eu-central-1": "054676820928", "eu-west-1": "156460612806", "eu-west-2": "652711504416",
+    "eu-south-1": "635631232127", "eu-west-3": "009996457667", "eu-north-1": "897822967062",
+    "me-south-1": "076674570225", "sa-east-1": "507241528517",
+    "us-gov-west-1": "048591011584", "us-gov-east-1": "190560391635",
+    "cn-north-1": "638102146993", "cn-northwest-1": "037604701340",
+    **{region: SERVICE_PRINCIPAL for region in (
+        "ap-south-2", "ap-southeast-4", "ap-southeast-5", "ap-southeast-7", "eu-south-2",
+        "eu-central-2", "me-central-1", "il-central-1", "ca-west-1", "mx-central-1",
+    )},
+}
+
+# Parameters of this layer (root passes them through from params/<env>.json).
+SCHEME = "LoadBalancerScheme"
+DELETION_PROTECTION = "DeletionProtection"
+ACCESS_LOGS = "AccessLogs"
+ACCESS_LOG_EXPIRATION_DAYS = "AccessLogExpirationDays"
+CERTIFICATE_ARN = "CertificateArn"
+DOMAIN_NAME = "DomainName"
+HOSTED_ZONE_ID = "HostedZoneId"
+CREATE_DNS_RECORD = "CreateDnsRecord"
+WAF = "Waf"
+WAF_RATE_LIMIT = "WafRateLimit"
+HEALTH_INTERVAL = "HealthCheckIntervalSeconds"
+HEALTH_TIMEOUT = "HealthCheckTimeoutSeconds"
+HEALTHY_THRESHOLD = "HealthyThresholdCount"
+UNHEALTHY_THRESHOLD = "UnhealthyThresholdCount"
+
+
+class LoadBalancerLayer(Layer):
+    logical_id = "LoadBalancer"
+    file_name = "load_balancer.json"
+    description = "Load balancer: HTTPS ALB, HTTP redirect, target group, certificate, WAF, logs"
+    root_outputs = (names.SERVICE_URL, names.LOAD_BALANCER_DNS_NAME)
+
+    def build(self):
+        t = self.new_template()
+        typed_parameter(t, names.VPC_ID, "AWS::EC2::VPC::Id", "VPC of the stack")
+        public = typed_parameter(t, names.PUBLIC_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>",
+                                 "Public subnets, one per AZ (internet-facing ALB)")
+        private = typed_parameter(t, names.PRIVATE_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>",
+                                  "Private subnets, one per AZ (internal ALB)")
+        alb_group = typed_parameter(t, names.ALB_SECURITY_GROUP_ID,
+                                    "AWS::EC2::SecurityGroup::Id", "Security group of the ALB")
+        string_parameter(t, SCHEME, "internet-facing: public API; internal: reachable only "
+                         "from the VPC and networks routed to it",
+                         AllowedValues=["internet-facing", "internal"], Default="internet-facing")
+        boolean_parameter(t, DELETION_PROTECTION, "Refuse to delete the ALB (on in prod)", "true")
+        boolean_parameter(t, ACCESS_LOGS, "Write ALB access logs to an S3 bucket of this stack",
+                          "true")
+        typed_parameter(t, ACCESS_LOG_EXPIRATION_DAYS, "Number",
+                        "Days before access-log objects expire", Default=365, MinValue=1,
+                        MaxValue=3653)
+        string_parameter(t, CERTIFICATE_ARN, "ARN of an existing ACM certificate for the HTTPS "
+                         "listener; empty: create one for DomainName, DNS-validated in "
+                         "HostedZoneId", Default="",
+                         AllowedPattern=r"^(arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+)?$",
+                         ConstraintDescription="empty, or an ACM certificate ARN")
+        string_parameter(t, DOMAIN_NAME, "Domain name of the API (certificate and DNS record); "
+                         "empty: clients use the ALB's DNS name", Default="",
+                         AllowedPattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|^$",
+                         ConstraintDescription="empty, or a lowercase DNS name")
+        string_parameter(t, HOSTED_ZONE_ID, "Route 53 public hosted zone of DomainName "
+                         "(certificate validation, alias record); may be empty with "
+                         "CertificateArn set and CreateDnsRecord false", Default="",
+                         AllowedPattern=r"^(Z[A-Z0-9]{1,31})?$",
+                         ConstraintDescription="empty, or a hosted zone ID such as Z0123456789ABC")
+        boolean_parameter(t, CREATE_DNS_RECORD, "Create a Route 53 alias A record DomainName -> "
+                          "ALB in HostedZoneId", "false")
+        boolean_parameter(t, WAF, "Associate a WAFv2 web ACL: AWS managed common and known-bad-"
+                          "input rules, and a rate limit per client IP", "false")
+        typed_parameter(t, WAF_RATE_LIMIT, "Number",
+                        "Requests per client IP per 5 minutes before WAF blocks it (an LLM "
+                        "request is expensive: size it to your heaviest legitimate client)",
+                        Default=600, MinValue=10, MaxValue=2000000000)
+        typed_parameter(t, HEALTH_INTERVAL, "Number", "Seconds between target health checks",
+                        Default=15, MinValue=5, MaxValue=300)
+        typed_parameter(t, HEALTH_TIMEOUT, "Number", "Seconds a health check may take",
+                        Default=5, MinValue=2, MaxValue=120)
+        typed_parameter(t, HEALTHY_THRESHOLD, "Number", "Passing checks before a target "
+                        "receives traffic", Default=2, MinValue=2, MaxValue=10)
+        typed_parameter(t, UNHEALTHY_THRESHOLD, "Number", "Failing checks before a target is "
+                        "taken out", Default=3, MinValue=2, MaxValue=10)
+
+        t.add_condition("IsInternal", Equals(Ref(SCHEME), "internal"))
+        t.add_condition("AccessLogsOn", Equals(Ref(ACCESS_LOGS), "true"))
+        t.add_condition("CreateCertificate", Equals(Ref(CERTIFICATE_ARN), ""))
+        t.add_condition("HasDomain", Not(Equals(Ref(DOMAIN_NAME), "")))
+        t.add_condition("DnsRecordOn", Equals(Ref(CREATE_DNS_RECORD), "true"))
+        t.add_condition("WafOn", Equals(Ref(WAF), "true"))
+        t.add_condition("ElbLogAccount", And(
+            Condition("AccessLogsOn"),
+            Not(Equals(FindInMap("ElbLogDelivery", Ref("AWS::Region"), "Principal"),
+                       SERVICE_PRINCIPAL)),
+        ))
+        t.add_mapping("ElbLogDelivery", {
+            region: {"Principal": account} for region, account in sorted(ELB_LOG_ACCOUNTS.items())
+        })
+        _add_rules(t)
+
+        bucket, bucket_ready = self._access_logs(t)
+
+        alb = t.add_resource(elb.LoadBalancer(
+            "LoadBalancer",
+            Type="application",
+            Scheme=Ref(SCHEME),
+            Subnets=If("IsInternal", Ref(private), Ref(public)),
+            SecurityGroups=[Ref(alb_group)],
+            LoadBalancerAttributes=[
+                _attr("idle_timeout.timeout_seconds", TIMEOUTS.alb_idle_timeout_seconds),
+                _attr("routing.http.drop_invalid_header_fields.enabled", "true"),
+                _attr("routing.http.desync_mitigation_mode", "defensive"),
+                _attr("routing.http2.enabled", "true"),
+                _attr("deletion_protection.enabled", Ref(DELETION_PROTECTION)),
+                _attr("access_logs.s3.enabled", Ref(ACCESS_LOGS)),
+                _attr("access_logs.s3.bucket", If("AccessLogsOn", Ref(bucket), "")),
+                _attr("access_logs.s3.prefix", If("AccessLogsOn", ACCESS_LOG_PREFIX, "")),
+            ],
+            # The ALB checks it may write to the bucket when access logs are turned on.
+            DependsOn=[bucket_ready.title],
+            Metadata=scanner_skips(checkov={
+                "CKV_AWS_91": "Access logging is the AccessLogs parameter (true by default and "
+                "in every shipped params file); checkov cannot read the parameter.",
+                "CKV_AWS_150": "Deletion protection is the DeletionProtection parameter (on in "
+                "prod, off in dev so the stack can be torn down); checkov cannot read it.",
+                "CKV2_AWS_28": "WAF is the Waf parameter (on in prod); checkov cannot see the "
+                "conditional WebACLAssociation.",
+            }),
+        ))
+
+        target_group = t.add_resource(elb.TargetGroup(
+            "TargetGroup",
+            TargetType="ip",
+            Protocol="HTTP",
+            ProtocolVersion="HTTP1",
+            Port=GATEWAY_PORT,
+            VpcId=Ref(names.VPC_ID),
+            HealthCheckEnabled=True,
+            HealthCheckProtocol="HTTP",
+            HealthCheckPath=HEALTH_CHECK_PATH,
+            HealthCheckPort="traffic-port",
+            Matcher=elb.Matcher(HttpCode="200"),
+            HealthCheckIntervalSeconds=Ref(HEALTH_INTERVAL),
+            HealthCheckTimeoutSeconds=Ref(HEALTH_TIMEOUT),
+            HealthyThresholdCount=Ref(HEALTHY_THRESHOLD),
+            UnhealthyThresholdCount=Ref(UNHEALTHY_THRESHOLD),
+            TargetGroupAttributes=[
+                # ECS deregisters a task and waits this long before SIGTERM: it must cover the
+                # longest generation, so in-flight streams finish during a deploy.
+                elb.TargetGroupAttribute(
+                    Key="deregistration_delay.timeout_seconds",
+                    Value=str(TIMEOUTS.deregistration_delay_seconds)),
+                # Requests last from milliseconds to minutes: send each to the target with the
+                # fewest in flight, not round robin.
+                elb.TargetGroupAttribute(Key="load_balancing.algorithm.type",
+                                         Value="least_outstanding_requests"),
+            ],
+        ))
+
+        certificate = t.add_resource(acm.Certificate(
+            "Certificate", Condition="CreateCertificate",
+            DomainName=Ref(DOMAIN_NAME), ValidationMethod="DNS",
+            DomainValidationOptions=[acm.DomainValidationOption(
+                DomainName=Ref(DOMAIN_NAME), HostedZoneId=Ref(HOSTED_ZONE_ID))],
+            Tags=Tags(Name=Ref(DOMAIN_NAME)),
+        ))
+
+        https = t.add_resource(elb.Listener(
+            "HttpsListener",
+            LoadBalancerArn=Ref(alb), Port=443, Protocol="HTTPS", SslPolicy=TLS_POLICY,
+            Certificates=[elb.Certificate(CertificateArn=If(
+                "CreateCertificate", Ref(certificate), Ref(CERTIFICATE_ARN)))],
+            DefaultActions=[elb.Action(Type="forward", TargetGroupArn=Ref(target_group))],
+            ListenerAttributes=[_no_server_header()],
+        ))
+        t.add_resource(elb.Listener(
+            "HttpListener",
+            LoadBalancerArn=Ref(alb), Port=80, Protocol="HTTP",
+            DefaultActions=[elb.Action(Type="redirect", RedirectConfig=elb.RedirectConfig(
+                Protocol="HTTPS", Port="443", Host="#{host}", Path="/#{path}",
+                Query="#{query}", StatusCode="HTTP_301"))],
+            ListenerAttributes=[_no_server_header()],
+            Metadata=scanner_skips(checkov={
+                "CKV_AWS_2": "This listener only redirects to HTTPS (301); it never forwards.",
+                "CKV_AWS_103": "Plain-HTTP listener that only redirects to HTTPS; the HTTPS "
+                "listener uses a TLS 1.3 policy.",
+            }),
+        ))
+
+        t.add_resource(route53.RecordSetType(
+            "DnsRecord", Condition="DnsRecordOn",
+            HostedZoneId=Ref(HOSTED_ZONE_ID), Name=Ref(DOMAIN_NAME), Type="A",
+            AliasTarget=route53.AliasTarget(
+                DNSName=GetAtt(alb, "DNSName"),
+                HostedZoneId=GetAtt(alb, "CanonicalHostedZoneID"),
+                EvaluateTargetHealth=False),
+        ))
+
+        self._waf(t, alb)
+
+        add_output(t, names.LISTENER_ARN, Ref(https), "ARN of the HTTPS listener")
+        add_output(t, names.TARGET_GROUP_ARN, Ref(target_group), "ARN of the gateway target group")
+        add_output(t, names.LOAD_BALANCER_FULL_NAME, GetAtt(alb, "LoadBalancerFullName"),
+                   "app/<name>/<id>: the first half of an ALBRequestCountPerTarget label")
+        add_output(t, names.TARGET_GROUP_FULL_NAME, GetAtt(target_group, "TargetGroupFullName"),
+                   "targetgroup/<name>/<id>: the second half of an ALBRequestCountPerTarget label")
+        add_output(t, names.LOAD_BALANCER_DNS_NAME, GetAtt(alb, "DNSName"),
+                   "DNS name of the load balancer")
+        add_output(t, names.SERVICE_URL,
+                   If("HasDomain", Sub(f"https://${{{DOMAIN_NAME}}}"),
+                      Sub("https://${DNS}", DNS=GetAtt(alb, "DNSName"))),
+                   "Base URL of the API: https:// + the domain when set, else the ALB DNS name")
+        return t
+
+    def _access_logs(self, t):
+        bucket = t.add_resource(s3.Bucket(
+            "AccessLogBucket", Condition="AccessLogsOn",
+            # ALB can deliver access logs only to SSE-S3 buckets, not SSE-KMS.
+            BucketEncryption=s3.BucketEncryption(ServerSideEncryptionConfiguration=[
+                s3.ServerSideEncryptionRule(
+                    ServerSideEncryptionByDefault=s3.ServerSideEncryptionByDefault(
+                        SSEAlgorithm="AES256"))]),
+            PublicAccessBlockConfiguration=s3.PublicAccessBlockConfiguration(
+                BlockPublicAcls=True, BlockPublicPolicy=True, IgnorePublicAcls=True,
+                RestrictPublicBuckets=True),
+            OwnershipControls=s3.OwnershipControls(Rules=[
+                s3.OwnershipControlsRule(ObjectOwnership="BucketOwnerEnforced")]),
+            VersioningConfiguration=s3.VersioningConfiguration(Status="Enabled"),
+            LifecycleConfiguration=s3.LifecycleConfiguration(Rules=[s3.LifecycleRule(
+                Id="expire-access-logs", Status="Enabled",
+                ExpirationInDays=Ref(ACCESS_LOG_EXPIRATION_DAYS),
+                NoncurrentVersionExpiration=s3.NoncurrentVersionExpiration(NoncurrentDays=7),
+                AbortIncompleteMultipartUpload=s3.AbortIncompleteMultipartUpload(
+                    DaysAfterInitiation=1),
+            )]),
+            # Retained: access logs are audit evidence; teardown reports the bucket it kept.
+            DeletionPolicy="Retain", UpdateReplacePolicy="Retain",
+            Metadata=scanner_skips(checkov={
+                "CKV_AWS_18": "This is the access-log bucket itself; logging it into another "
+                "bucket would need a third for that one.",
+                "CKV_AWS_145": "ALB access logs can only be delivered to buckets encrypted with "
+                "SSE-S3 (AES256); SSE-KMS is not supported by ELB log delivery.",
+            }),
+        ))
+        policy = t.add_resource(s3.BucketPolicy(
+            "AccessLogBucketPolicy", Condition="AccessLogsOn", Bucket=Ref(bucket),
+            PolicyDocument=policies.access_log_bucket_policy(
+                bucket_arn=GetAtt(bucket, "Arn"),
+                prefix=ACCESS_LOG_PREFIX,
+                # Exactly one of the two principals remains once the condition is resolved.
+                elb_account=If(
+                    "ElbLogAccount",
+                    Sub("arn:${AWS::Partition}:iam::${Account}:root",
+                        Account=FindInMap("ElbLogDelivery", Ref("AWS::Region"), "Principal")),
+                    NoValue),
+                elb_service=If("ElbLogAccount", NoValue,
+                               "logdelivery.elasticloadbalancing.amazonaws.com"),
+            ),
+        ))
+        # A dependency that exists in both cases: the ALB may depend on a conditional bucket
+        # policy only through a resource that is always there.
+        ready = t.add_resource(cloudformation.WaitConditionHandle(
+            "AccessLogBucketReady",
+            Metadata={"BucketPolicy": If("AccessLogsOn", Ref(policy), "")},
+        ))
+        return bucket, ready
+
+    def _waf(self, t, alb):
+        visibility = lambda name: wafv2.VisibilityConfig(  # noqa: E731
+            CloudWatchMetricsEnabled=True, MetricName=name, SampledRequestsEnabled=True)
+
+        def managed(priority: int, name: str, overrides: tuple[str, ...] = ()):
+            return wafv2.WebACLRule(
+                Name=name, Priority=priority, OverrideAction=wafv2.OverrideAction(**{"None": {}}),
+                Statement=wafv2.Statement(ManagedRuleGroupStatement=wafv2.ManagedRuleGroupStatement(
+                    VendorName="AWS", Name=name,
+                    RuleActionOverrides=[
+                        wafv2.RuleActionOverride(Name=rule, ActionToUse=wafv2.RuleAction(
+                            Count=wafv2.CountAction())) for rule in overrides
+                    ] or NoValue,
+                )),
+                VisibilityConfig=visibility(name),
+            )
+
+        acl = t.add_resource(wafv2.WebACL(
+            "WebAcl", Condition="WafOn", Scope="REGIONAL",
+            DefaultAction=wafv2.DefaultAction(Allow=wafv2.AllowAction()),
+            VisibilityConfig=visibility("llm-api"),
+            Rules=[
+                wafv2.WebACLRule(
+                    Name="rate-per-ip", Priority=0,
+                    Action=wafv2.RuleAction(Block=wafv2.BlockAction()),
+                    Statement=wafv2.Statement(RateBasedStatement=wafv2.RateBasedStatement(
+                        AggregateKeyType="IP", Limit=Ref(WAF_RATE_LIMIT))),
+                    VisibilityConfig=visibility("rate-per-ip"),
+                ),
+                # SizeRestrictions_BODY blocks bodies over 8 KB, which long prompts exceed;
+                # the gateway enforces its own body limit, so that one rule only counts.
+                managed(1, "AWSManagedRulesCommonRuleSet", overrides=("SizeRestrictions_BODY",)),
+                managed(2, "AWSManagedRulesKnownBadInputsRuleSet"),
+            ],
+            Metadata=scanner_skips(checkov={
+                "CKV2_AWS_31": "WAF request logging is left to the operator (it needs an "
+                "aws-waf-logs-* destination and may capture prompts, which we do not log).",
+            }),
+        ))
+        t.add_resource(wafv2.WebACLAssociation(
+            "WebAclAssociation", Condition="WafOn",
+            ResourceArn=Ref(alb), WebACLArn=GetAtt(acl, "Arn"),
+        ))
+
+
+def _attr(key: str, value) -> elb.LoadBalancerAttributes:
+    return elb.LoadBalancerAttributes(Key=key, Value=value if not isinstance(value, int) else str(value))
+
+
+def _no_server_header() -> elb.ListenerAttribute:
+    # Drops "Server: awselb/2.0" from the responses the ALB itself writes (redirects, errors).
+    return elb.ListenerAttribute(Key="routing.http.response.server.enabled", Value="false")
+
+
+def _add_rules(t) -> None:
+    """Fail the deploy early (before any resource) when the certificate inputs don't fit."""
+    not_empty = lambda name: Not(Equals(Ref(name), ""))  # noqa: E731
+    t.add_rule("CertificateNeedsDomainAndZone", {
+        "RuleCondition": Equals(Ref(CERTIFICATE_ARN), ""),
+        "Assertions": [
+            {"Assert": not_empty(DOMAIN_NAME),
+             "AssertDescription": "CertificateArn is empty, so the stack creates a certificate: "
+                                  "set DomainName"},
+            {"Assert": not_empty(HOSTED_ZONE_ID),
+             "AssertDescription": "CertificateArn is empty, so the stack validates a new "
+                                  "certificate through DNS: set HostedZoneId"},
+        ],
+    })
+    t.add_rule("DnsRecordNeedsDomainAndZone", {
+        "RuleCondition": Equals(Ref(CREATE_DNS_RECORD), "true"),
+        "Assertions": [
+            {"Assert": not_empty(DOMAIN_NAME),
+             "AssertDescription": "CreateDnsRecord is true: set DomainName"},
+            {"Assert": not_empty(HOSTED_ZONE_ID),
+             "AssertDescription": "CreateDnsRecord is true: set HostedZoneId"},
+        ],
+    })
+
