@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt app/requirements.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help venv generate check lint test clean
+.PHONY: help venv generate check lint test clean rollout-check
 
 help:
 	@echo "make generate   set up .venv and write templates/*.json"
@@ -35,6 +35,9 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+
+rollout-check: $(STAMP)
+	$(PY) -m tools.rollout
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

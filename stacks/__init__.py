@@ -8,6 +8,7 @@ from __future__ import annotations
 from troposphere import Template
 
 from stacks.base import Layer
+from stacks.cluster import ClusterLayer
 from stacks.config import ConfigLayer
 from stacks.endpoints import EndpointsLayer
 from stacks.load_balancer import LoadBalancerLayer
@@ -23,6 +24,7 @@ NESTED_LAYERS: tuple[type[Layer], ...] = (
     SecurityLayer,
     EndpointsLayer,
     LoadBalancerLayer,
+    ClusterLayer,
 )
 ROOT_FILE = "root.json"
 

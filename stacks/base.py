@@ -59,6 +59,22 @@ def boolean_parameter(template: Template, name: str, description: str, default: 
     )
 
 
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+
+
+def naming_parameters(template: Template) -> tuple[Parameter, Parameter]:
+    """ProjectName and EnvironmentName, declared alike by every layer that names things."""
+    project = string_parameter(
+        template, names.PROJECT_NAME, "Project name: prefix of resource names",
+        Default="llm-api", AllowedPattern=NAME_PATTERN,
+        ConstraintDescription="lowercase letters, digits and -, at most 31")
+    environment = string_parameter(
+        template, names.ENVIRONMENT_NAME, "Environment name (dev, prod, ...)",
+        AllowedPattern=NAME_PATTERN,
+        ConstraintDescription="lowercase letters, digits and -, at most 31")
+    return project, environment
+
+
 def log_retention_parameter() -> Parameter:
     return Parameter(
         names.LOG_RETENTION_DAYS, Type="Number", Default=365,

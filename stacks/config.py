@@ -11,9 +11,15 @@ from troposphere import GetAtt, Ref, Sub, kms, secretsmanager, ssm
 
 from app.contract import DEFAULT_OLLAMA_PARALLEL, SETTINGS, Source, setting
 from stacks import names, policies
-from stacks.base import Layer, add_output, scanner_skips, string_parameter, typed_parameter
+from stacks.base import (
+    Layer,
+    add_output,
+    naming_parameters,
+    scanner_skips,
+    string_parameter,
+    typed_parameter,
+)
 
-NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 API_KEY_LENGTH = 48
 
 
@@ -29,12 +35,7 @@ class ConfigLayer(Layer):
 
     def build(self):
         t = self.new_template()
-        string_parameter(t, names.PROJECT_NAME, "Project name: prefix of SSM names and aliases",
-                         Default="llm-api", AllowedPattern=NAME_PATTERN,
-                         ConstraintDescription="lowercase letters, digits and -, at most 31")
-        string_parameter(t, names.ENVIRONMENT_NAME, "Environment name (dev, prod, ...)",
-                         AllowedPattern=NAME_PATTERN,
-                         ConstraintDescription="lowercase letters, digits and -, at most 31")
+        naming_parameters(t)
         root_values = {
             names.MODEL_NAME: string_parameter(
                 t, names.MODEL_NAME, "Ollama model the service serves (name:tag); the Ollama "

@@ -41,6 +41,12 @@ TARGET_GROUP_FULL_NAME = "TargetGroupFullName"
 LOAD_BALANCER_DNS_NAME = "LoadBalancerDnsName"
 SERVICE_URL = "ServiceUrl"
 
+# cluster -> service, teardown
+CLUSTER_NAME = "ClusterName"
+CLUSTER_ARN = "ClusterArn"
+CAPACITY_PROVIDER_NAME = "CapacityProviderName"
+AUTO_SCALING_GROUP_NAME = "AutoScalingGroupName"
+
 # registry (standalone) and images
 REPOSITORY_PREFIX = "RepositoryPrefix"
 IMAGE_TAG = "ImageTag"  # supplied at deploy time, never in params/*.json

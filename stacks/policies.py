@@ -18,8 +18,8 @@ from awacs.aws import (
     Allow,
     ArnLike,
     Bool,
-    Deny,
     Condition,
+    Deny,
     Policy,
     PolicyDocument,
     Principal,
@@ -66,6 +66,22 @@ def flow_logs_delivery(log_group_arn: object) -> PolicyDocument:
             ),
         ],
     )
+
+
+# --- cluster layer --------------------------------------------------------------------------
+
+
+def ec2_trust() -> PolicyDocument:
+    # No aws:SourceAccount: EC2 does not send it, and the instances would get no credentials.
+    return service_trust("ec2.amazonaws.com", source_account=False)
+
+
+# The instance role has exactly these: the ECS agent's own permissions, and SSM Session
+# Manager in place of SSH. Nothing the tasks need (they have their own roles).
+INSTANCE_MANAGED_POLICIES = [
+    Sub("arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"),
+    Sub("arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"),
+]
 
 
 # --- config layer ---------------------------------------------------------------------------

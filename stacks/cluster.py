@@ -1,0 +1,174 @@
+"""Cluster layer: ECS cluster, GPU launch template, Auto Scaling group, capacity provider.
+
+Service autoscaling only adds tasks; the capacity provider's managed scaling is what adds GPU
+instances for them (without it, new tasks wait in PROVISIONING forever). Managed termination
+protection keeps scale-in from stopping an instance that still runs a task, which requires
+the group to protect new instances from scale-in.
+"""
+
+from __future__ import annotations
+
+from troposphere import Base64, Equals, GetAtt, If, Ref, Sub, Tags, autoscaling, ec2, ecs, iam
+
+from app.contract import TIMEOUTS
+from stacks import names, policies
+from stacks.base import Layer, add_output, boolean_parameter, naming_parameters, typed_parameter
+from stacks.gpu import DEFAULT_INSTANCE_TYPE, GPUS_PER_INSTANCE
+
+GPU_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
+ROOT_DEVICE = "/dev/xvda"  # root device of the Amazon Linux 2023 ECS AMIs
+
+AMI_ID = "GpuAmiId"
+ROOT_VOLUME_GIB = "RootVolumeSizeGiB"
+CAPACITY_TARGET = "CapacityTargetPercent"
+WARM_POOL = "WarmPoolEnabled"
+WARM_POOL_MIN = "WarmPoolMinSize"
+
+# /etc/ecs/ecs.config. Each line says why it is there.
+USER_DATA = """#!/bin/bash
+set -euo pipefail
+cat >> /etc/ecs/ecs.config <<'CONFIG'
+ECS_CLUSTER=${Cluster}
+ECS_ENABLE_GPU_SUPPORT=true
+ECS_AWSVPC_BLOCK_IMDS=true
+ECS_CONTAINER_STOP_TIMEOUT=%ds
+ECS_IMAGE_PULL_BEHAVIOR=prefer-cached
+ECS_WARM_POOLS_CHECK=${WarmPoolCheck}
+CONFIG
+"""
+# ECS_ENABLE_GPU_SUPPORT: advertise the GPUs so tasks can reserve them.
+# ECS_AWSVPC_BLOCK_IMDS: tasks cannot reach instance metadata (the instance role's credentials).
+# ECS_CONTAINER_STOP_TIMEOUT: SIGTERM-to-SIGKILL default, from the timeout budget.
+# ECS_IMAGE_PULL_BEHAVIOR=prefer-cached: tags are immutable, so a cached multi-GB image is
+#   the same image; skip the registry round trip.
+# ECS_WARM_POOLS_CHECK: the agent must not register while the instance sits in the warm pool.
+
+
+class ClusterLayer(Layer):
+    logical_id = "Cluster"
+    file_name = "cluster.json"
+    description = "Cluster: ECS cluster, GPU launch template, Auto Scaling group, capacity provider"
+    root_outputs = (names.CLUSTER_NAME,)
+
+    def build(self):
+        t = self.new_template()
+        naming_parameters(t)
+        subnets = typed_parameter(t, names.PRIVATE_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>",
+                                  "Private subnets, one per AZ")
+        group = typed_parameter(t, names.INSTANCE_SECURITY_GROUP_ID,
+                                "AWS::EC2::SecurityGroup::Id", "Security group of the instances")
+        ami = typed_parameter(
+            t, AMI_ID, "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
+            "SSM parameter holding the ECS GPU AMI (Amazon Linux 2023; the AL2 GPU AMI is end "
+            "of life)", Default=GPU_AMI_PARAMETER)
+        instance_type = typed_parameter(
+            t, names.INSTANCE_TYPE, "String",
+            "GPU instance type; one task per GPU (stacks/gpu.py lists the GPU counts)",
+            Default=DEFAULT_INSTANCE_TYPE, AllowedValues=sorted(GPUS_PER_INSTANCE))
+        volume = typed_parameter(t, ROOT_VOLUME_GIB, "Number", "Root volume size (GiB): the "
+                                 "images, with the baked model, are several GB each",
+                                 Default=100, MinValue=30, MaxValue=2000)
+        asg_min = typed_parameter(t, names.ASG_MIN_SIZE, "Number", "Fewest GPU instances",
+                                  Default=1, MinValue=0, MaxValue=100)
+        asg_max = typed_parameter(t, names.ASG_MAX_SIZE, "Number", "Most GPU instances (must "
+                                  "cover a rolling deploy at the service's maximum; see "
+                                  "tools/rollout.py)", Default=2, MinValue=1, MaxValue=100)
+        target = typed_parameter(t, CAPACITY_TARGET, "Number", "Managed scaling target: 100 "
+                                 "packs tasks onto instances; lower keeps spare instances",
+                                 Default=100, MinValue=1, MaxValue=100)
+        boolean_parameter(t, WARM_POOL, "Keep stopped, already-booted instances ready so scale-"
+                          "out skips the boot (stopped instances pay only for EBS)", "false")
+        warm_min = typed_parameter(t, WARM_POOL_MIN, "Number", "Instances kept in the warm "
+                                   "pool", Default=1, MinValue=0, MaxValue=100)
+        t.add_condition("WarmPoolOn", Equals(Ref(WARM_POOL), "true"))
+
+        cluster = t.add_resource(ecs.Cluster(
+            "Cluster",
+            ClusterName=Sub("${ProjectName}-${EnvironmentName}"),
+            ClusterSettings=[ecs.ClusterSetting(Name="containerInsights", Value="enabled")],
+        ))
+
+        role = t.add_resource(iam.Role(
+            "InstanceRole",
+            AssumeRolePolicyDocument=policies.ec2_trust(),
+            ManagedPolicyArns=policies.INSTANCE_MANAGED_POLICIES,
+        ))
+        profile = t.add_resource(iam.InstanceProfile("InstanceProfile", Roles=[Ref(role)]))
+
+        template = t.add_resource(ec2.LaunchTemplate(
+            "LaunchTemplate",
+            LaunchTemplateData=ec2.LaunchTemplateData(
+                ImageId=Ref(ami),
+                InstanceType=Ref(instance_type),
+                IamInstanceProfile=ec2.IamInstanceProfile(Arn=GetAtt(profile, "Arn")),
+                NetworkInterfaces=[ec2.NetworkInterfaces(
+                    DeviceIndex=0, AssociatePublicIpAddress=False, Groups=[Ref(group)],
+                    DeleteOnTermination=True)],
+                MetadataOptions=ec2.MetadataOptions(
+                    HttpEndpoint="enabled", HttpTokens="required", HttpPutResponseHopLimit=1),
+                BlockDeviceMappings=[ec2.LaunchTemplateBlockDeviceMapping(
+                    DeviceName=ROOT_DEVICE,
+                    Ebs=ec2.EBSBlockDevice(VolumeSize=Ref(volume), VolumeType="gp3",
+                                           Encrypted=True, DeleteOnTermination=True))],
+                Monitoring=ec2.Monitoring(Enabled=True),
+                UserData=Base64(Sub(
+                    USER_DATA % TIMEOUTS.container_stop_timeout_seconds,
+                    Cluster=Ref(cluster), WarmPoolCheck=If("WarmPoolOn", "true", "false"))),
+                TagSpecifications=[
+                    ec2.TagSpecifications(
+                        ResourceType=kind, Tags=Tags(Name=Sub("${ProjectName}-${EnvironmentName}-gpu")))
+                    for kind in ("instance", "volume")
+                ],
+            ),
+        ))
+
+        group_ = t.add_resource(autoscaling.AutoScalingGroup(
+            "AutoScalingGroup",
+            MinSize=Ref(asg_min),
+            MaxSize=Ref(asg_max),
+            # No DesiredCapacity: the capacity provider owns it; setting it here would reset
+            # the group's size on every stack update.
+            VPCZoneIdentifier=Ref(subnets),
+            LaunchTemplate=autoscaling.LaunchTemplateSpecification(
+                LaunchTemplateId=Ref(template),
+                Version=GetAtt(template, "LatestVersionNumber")),
+            NewInstancesProtectedFromScaleIn=True,
+            HealthCheckType="EC2",
+            HealthCheckGracePeriod=300,
+            Tags=autoscaling.Tags(
+                Name=Sub("${ProjectName}-${EnvironmentName}-gpu"),
+                Project=Ref(names.PROJECT_NAME), Environment=Ref(names.ENVIRONMENT_NAME)),
+        ))
+
+        t.add_resource(autoscaling.WarmPool(
+            "WarmPool", Condition="WarmPoolOn",
+            AutoScalingGroupName=Ref(group_), PoolState="Stopped", MinSize=Ref(warm_min),
+            InstanceReusePolicy=autoscaling.InstanceReusePolicy(ReuseOnScaleIn=True),
+        ))
+
+        provider = t.add_resource(ecs.CapacityProvider(
+            "CapacityProvider",
+            AutoScalingGroupProvider=ecs.AutoScalingGroupProvider(
+                AutoScalingGroupArn=Ref(group_),
+                ManagedScaling=ecs.ManagedScaling(
+                    Status="ENABLED", TargetCapacity=Ref(target),
+                    MinimumScalingStepSize=1, MaximumScalingStepSize=10,
+                    InstanceWarmupPeriod=300),
+                ManagedTerminationProtection="ENABLED",
+                ManagedDraining="ENABLED",
+            ),
+        ))
+        t.add_resource(ecs.ClusterCapacityProviderAssociations(
+            "CapacityProviderAssociation",
+            Cluster=Ref(cluster),
+            CapacityProviders=[Ref(provider)],
+            DefaultCapacityProviderStrategy=[ecs.CapacityProviderStrategy(
+                CapacityProvider=Ref(provider), Weight=1, Base=0)],
+        ))
+
+        add_output(t, names.CLUSTER_NAME, Ref(cluster), "ECS cluster name")
+        add_output(t, names.CLUSTER_ARN, GetAtt(cluster, "Arn"), "ECS cluster ARN")
+        add_output(t, names.CAPACITY_PROVIDER_NAME, Ref(provider),
+                   "Capacity provider of the GPU Auto Scaling group")
+        add_output(t, names.AUTO_SCALING_GROUP_NAME, Ref(group_), "GPU Auto Scaling group name")
+        return t

@@ -1,0 +1,125 @@
+"""Cluster layer: IMDSv2, encrypted root volume, scale-in protection, capacity provider."""
+
+from __future__ import annotations
+
+import base64
+
+from app.contract import TIMEOUTS
+from stacks.cluster import GPU_AMI_PARAMETER
+from stacks.gpu import GPUS_PER_INSTANCE
+from tests.cfn import generated, props, resources, walk
+
+
+def cluster():
+    return generated()["cluster.json"]
+
+
+def launch_data() -> dict:
+    return props(cluster()["Resources"]["LaunchTemplate"])["LaunchTemplateData"]
+
+
+def user_data() -> str:
+    sub = launch_data()["UserData"]["Fn::Base64"]["Fn::Sub"]
+    return sub[0]
+
+
+def test_launch_template_requires_imdsv2_with_hop_limit_one():
+    assert launch_data()["MetadataOptions"] == {
+        "HttpEndpoint": "enabled", "HttpTokens": "required", "HttpPutResponseHopLimit": 1}
+
+
+def test_root_volume_is_encrypted_gp3_sized_by_a_parameter():
+    (mapping,) = launch_data()["BlockDeviceMappings"]
+    assert mapping["DeviceName"] == "/dev/xvda"
+    assert mapping["Ebs"] == {"VolumeSize": {"Ref": "RootVolumeSizeGiB"}, "VolumeType": "gp3",
+                              "Encrypted": True, "DeleteOnTermination": True}
+
+
+def test_instances_get_no_public_ip_and_only_the_instance_group():
+    (nic,) = launch_data()["NetworkInterfaces"]
+    assert nic["AssociatePublicIpAddress"] is False
+    assert nic["Groups"] == [{"Ref": "InstanceSecurityGroupId"}]
+    assert launch_data()["Monitoring"] == {"Enabled": True}
+
+
+def test_ami_parameter_defaults_to_the_al2023_gpu_ami():
+    ami = cluster()["Parameters"]["GpuAmiId"]
+    assert ami["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
+    assert ami["Default"] == GPU_AMI_PARAMETER
+    assert "amazon-linux-2023/gpu" in ami["Default"]
+
+
+def test_instance_types_are_only_those_with_a_known_gpu_count():
+    allowed = cluster()["Parameters"]["InstanceType"]["AllowedValues"]
+    assert allowed and set(allowed) == set(GPUS_PER_INSTANCE)
+    assert all(t.startswith(("g4dn.", "g5.", "g6.", "g6e.")) for t in allowed)
+
+
+def test_user_data_joins_the_cluster_blocks_imds_and_uses_the_budget():
+    text = user_data()
+    assert "ECS_CLUSTER=${Cluster}" in text
+    assert "ECS_AWSVPC_BLOCK_IMDS=true" in text
+    assert f"ECS_CONTAINER_STOP_TIMEOUT={TIMEOUTS.container_stop_timeout_seconds}s" in text
+    assert "ECS_IMAGE_PULL_BEHAVIOR=prefer-cached" in text
+    assert "ECS_ENABLE_GPU_SUPPORT=true" in text
+    assert "ECS_WARM_POOLS_CHECK=${WarmPoolCheck}" in text
+    variables = launch_data()["UserData"]["Fn::Base64"]["Fn::Sub"][1]
+    assert variables["WarmPoolCheck"] == {"Fn::If": ["WarmPoolOn", "true", "false"]}
+    base64.b64encode(text.encode())  # plain ASCII
+
+
+def test_asg_protects_new_instances_and_leaves_desired_capacity_alone():
+    asg = props(cluster()["Resources"]["AutoScalingGroup"])
+    assert asg["NewInstancesProtectedFromScaleIn"] is True
+    assert "DesiredCapacity" not in asg
+    assert asg["VPCZoneIdentifier"] == {"Ref": "PrivateSubnetIds"}
+    assert asg["MinSize"] == {"Ref": "AsgMinSize"} and asg["MaxSize"] == {"Ref": "AsgMaxSize"}
+    assert all(tag["PropagateAtLaunch"] is True for tag in asg["Tags"])
+
+
+def test_capacity_provider_has_managed_scaling_and_termination_protection():
+    provider = props(cluster()["Resources"]["CapacityProvider"])["AutoScalingGroupProvider"]
+    assert provider["ManagedScaling"]["Status"] == "ENABLED"
+    assert provider["ManagedScaling"]["TargetCapacity"] == {"Ref": "CapacityTargetPercent"}
+    assert cluster()["Parameters"]["CapacityTargetPercent"]["Default"] == 100
+    assert provider["ManagedTerminationProtection"] == "ENABLED"
+    assert provider["AutoScalingGroupArn"] == {"Ref": "AutoScalingGroup"}
+
+
+def test_capacity_provider_is_the_clusters_default_strategy():
+    association = props(cluster()["Resources"]["CapacityProviderAssociation"])
+    assert association["Cluster"] == {"Ref": "Cluster"}
+    assert association["DefaultCapacityProviderStrategy"][0]["CapacityProvider"] == {
+        "Ref": "CapacityProvider"}
+
+
+def test_container_insights_on():
+    settings = props(cluster()["Resources"]["Cluster"])["ClusterSettings"]
+    assert {"Name": "containerInsights", "Value": "enabled"} in settings
+
+
+def test_instance_role_has_exactly_the_two_managed_policies_and_ec2_trust():
+    role = props(cluster()["Resources"]["InstanceRole"])
+    arns = sorted(p["Fn::Sub"] for p in role["ManagedPolicyArns"])
+    assert arns == [
+        "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore",
+        "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role",
+    ]
+    assert "Policies" not in role
+    (statement,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "ec2.amazonaws.com"}
+    assert "Condition" not in statement, "EC2 sends no aws:SourceAccount"
+
+
+def test_warm_pool_is_optional_and_stopped():
+    pool = cluster()["Resources"]["WarmPool"]
+    assert pool["Condition"] == "WarmPoolOn"
+    assert props(pool)["PoolState"] == "Stopped"
+
+
+def test_no_launch_configuration_anywhere():
+    for name, template in generated().items():
+        types = [body["Type"] for body in resources(template).values()]
+        assert "AWS::AutoScaling::LaunchConfiguration" not in types, name
+        for path, _ in walk(template):
+            assert "LaunchConfigurationName" not in path, name
