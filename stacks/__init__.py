@@ -16,6 +16,7 @@ from stacks.network import NetworkLayer
 from stacks.registry import RegistryLayer
 from stacks.root import RootBuilder
 from stacks.security import SecurityLayer
+from stacks.service import ServiceLayer
 from stacks.settings import GenerationSettings
 
 NESTED_LAYERS: tuple[type[Layer], ...] = (
@@ -25,6 +26,7 @@ NESTED_LAYERS: tuple[type[Layer], ...] = (
     EndpointsLayer,
     LoadBalancerLayer,
     ClusterLayer,
+    ServiceLayer,
 )
 ROOT_FILE = "root.json"
 

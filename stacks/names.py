@@ -47,6 +47,14 @@ CLUSTER_ARN = "ClusterArn"
 CAPACITY_PROVIDER_NAME = "CapacityProviderName"
 AUTO_SCALING_GROUP_NAME = "AutoScalingGroupName"
 
+# service -> root outputs, deploy
+SERVICE_NAME = "ServiceName"
+TASK_DEFINITION_ARN = "TaskDefinitionArn"
+GATEWAY_LOG_GROUP_NAME = "GatewayLogGroupName"
+OLLAMA_LOG_GROUP_NAME = "OllamaLogGroupName"
+ALARM_TOPIC_ARN = "AlarmTopicArn"
+REQUEST_COUNT_RESOURCE_LABEL = "RequestCountResourceLabel"
+
 # registry (standalone) and images
 REPOSITORY_PREFIX = "RepositoryPrefix"
 IMAGE_TAG = "ImageTag"  # supplied at deploy time, never in params/*.json

@@ -10,12 +10,18 @@ Rules (tests/stacks/test_policies.py enforces them on the generated templates):
 
 from __future__ import annotations
 
+import awacs.ecr as ecr
 import awacs.kms as kms
 import awacs.logs as logs
 import awacs.s3 as s3
+import awacs.secretsmanager as secretsmanager
+import awacs.sns as sns
+import awacs.ssm as ssm
+import awacs.ssmmessages as ssmmessages
 import awacs.sts as sts
 from awacs.aws import (
     Allow,
+    ArnEquals,
     ArnLike,
     Bool,
     Condition,
@@ -117,6 +123,16 @@ def key_policy() -> Policy:
                 Resource=["*"],  # in a key policy "*" means this key
             ),
             Statement(
+                # CloudWatch alarms and EventBridge publish to the encrypted alarm topic; the
+                # AWS-managed SNS key cannot grant them that, so the topic uses this key.
+                Sid="AlarmPublishersForThisAccount",
+                Effect=Allow,
+                Principal=Principal("Service", ["cloudwatch.amazonaws.com", "events.amazonaws.com"]),
+                Action=[kms.Decrypt, kms.GenerateDataKey],
+                Resource=["*"],  # in a key policy "*" means this key
+                Condition=Condition(StringEquals("aws:SourceAccount", AccountId)),
+            ),
+            Statement(
                 Sid="CloudWatchLogsForThisAccount",
                 Effect=Allow,
                 Principal=Principal("Service", Sub("logs.${AWS::Region}.amazonaws.com")),
@@ -163,6 +179,121 @@ def access_log_bucket_policy(bucket_arn: object, prefix: str, elb_account: objec
                 Principal=delivery,
                 Action=[s3.PutObject],
                 Resource=[Sub(f"${{Arn}}/{prefix}/AWSLogs/${{AWS::AccountId}}/*", Arn=bucket_arn)],
+            ),
+        ],
+    )
+
+
+# --- service layer --------------------------------------------------------------------------
+
+
+def ecs_tasks_trust() -> PolicyDocument:
+    """Trust for the execution and task roles: ECS tasks of this account only."""
+    statement = Statement(
+        Effect=Allow,
+        Principal=Principal("Service", "ecs-tasks.amazonaws.com"),
+        Action=[sts.AssumeRole],
+        Condition=Condition([
+            StringEquals("aws:SourceAccount", AccountId),
+            ArnLike("aws:SourceArn",
+                    Sub("arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:*")),
+        ]),
+    )
+    return PolicyDocument(Version=VERSION, Statement=[statement])
+
+
+def execution_role_policy(repository_arns: list, log_group_arns: list, parameter_arns: list,
+                          secret_arn: object, key_arn: object) -> PolicyDocument:
+    """What the ECS agent needs to start the task, and nothing else.
+
+    log_group_arns: Fn::GetAtt <LogGroup>.Arn, which already ends in ":*" (its streams).
+    """
+    return PolicyDocument(
+        Version=VERSION,
+        Statement=[
+            Statement(
+                Sid="EcrLogin",
+                Effect=Allow,
+                Action=[ecr.GetAuthorizationToken],
+                # GetAuthorizationToken has no resource-level permissions: "*" is the only value.
+                Resource=["*"],
+            ),
+            Statement(
+                Sid="PullTheTwoImages",
+                Effect=Allow,
+                Action=[ecr.BatchCheckLayerAvailability, ecr.GetDownloadUrlForLayer,
+                        ecr.BatchGetImage],
+                Resource=repository_arns,
+            ),
+            Statement(
+                Sid="WriteContainerLogs",
+                Effect=Allow,
+                Action=[logs.CreateLogStream, logs.PutLogEvents],
+                Resource=log_group_arns,
+            ),
+            Statement(
+                Sid="ReadGatewaySettings",
+                Effect=Allow,
+                Action=[ssm.GetParameters],
+                Resource=parameter_arns,
+            ),
+            Statement(
+                Sid="ReadApiKeys",
+                Effect=Allow,
+                Action=[secretsmanager.GetSecretValue],
+                Resource=[secret_arn],
+            ),
+            Statement(
+                Sid="DecryptApiKeysThroughSecretsManager",
+                Effect=Allow,
+                Action=[kms.Decrypt],
+                Resource=[key_arn],
+                Condition=Condition(StringEquals(
+                    "kms:ViaService", Sub("secretsmanager.${AWS::Region}.amazonaws.com"))),
+            ),
+        ],
+    )
+
+
+def ecs_exec_policy() -> PolicyDocument:
+    """ECS Exec (only when its parameter is on): the SSM agent's message channels."""
+    return PolicyDocument(
+        Version=VERSION,
+        Statement=[
+            Statement(
+                Sid="EcsExecChannels",
+                Effect=Allow,
+                Action=[ssmmessages.CreateControlChannel, ssmmessages.CreateDataChannel,
+                        ssmmessages.OpenControlChannel, ssmmessages.OpenDataChannel],
+                # ssmmessages has no resource-level permissions: "*" is the only value.
+                Resource=["*"],
+            ),
+        ],
+    )
+
+
+def alarm_topic_policy(topic: object, rule_arn: object) -> PolicyDocument:
+    """Who may publish to the alarm topic: this account's alarms and the placement rule."""
+    return PolicyDocument(
+        Version=VERSION,
+        Statement=[
+            Statement(
+                Sid="CloudWatchAlarms",
+                Effect=Allow,
+                Principal=Principal("Service", "cloudwatch.amazonaws.com"),
+                Action=[sns.Publish],
+                Resource=[topic],
+                Condition=Condition(ArnLike(
+                    "aws:SourceArn",
+                    Sub("arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:*"))),
+            ),
+            Statement(
+                Sid="PlacementFailureRule",
+                Effect=Allow,
+                Principal=Principal("Service", "events.amazonaws.com"),
+                Action=[sns.Publish],
+                Resource=[topic],
+                Condition=Condition(ArnEquals("aws:SourceArn", rule_arn)),
             ),
         ],
     )

@@ -1,0 +1,551 @@
+"""Service layer: the gateway + Ollama sidecar task, the ECS service, autoscaling, alarms.
+
+The two containers share the task's network namespace (awsvpc): the gateway reaches Ollama on
+127.0.0.1:11434, and nothing else can, because Ollama binds to loopback and has no port
+mapping. The gateway's settings are injected exactly as app/contract.py declares them.
+"""
+
+from __future__ import annotations
+
+import json
+
+from troposphere import (
+    AWSHelperFn,
+    Equals,
+    GetAtt,
+    If,
+    Join,
+    Not,
+    NoValue,
+    Ref,
+    Sub,
+    applicationautoscaling,
+    cloudwatch,
+    ecs,
+    events,
+    iam,
+    logs,
+    sns,
+)
+
+from app.contract import (
+    GATEWAY_PORT,
+    IN_FLIGHT_REQUESTS,
+    METRIC_DIMENSIONS,
+    METRIC_NAMESPACE,
+    OLLAMA_PORT,
+    OUTPUT_TOKENS,
+    SETTINGS,
+    TIME_TO_FIRST_TOKEN,
+    TIMEOUTS,
+    Source,
+    setting,
+)
+from stacks import names, policies
+from stacks.base import (
+    Layer,
+    add_output,
+    boolean_parameter,
+    log_retention_parameter,
+    naming_parameters,
+    string_parameter,
+    typed_parameter,
+)
+from stacks.gpu import SERVICE_DEFAULTS
+
+GATEWAY = "gateway"
+OLLAMA = "ollama"
+# Both images create this user (app/Dockerfile, ollama/Dockerfile); tasks never run as root.
+CONTAINER_USER = "10001:10001"
+OLLAMA_HOME = "/home/ollama"  # tmpfs: Ollama writes its key pair under $HOME at start
+CONTAINER_TMP = "/tmp"  # noqa: S108 (a private tmpfs inside the container, not the host's /tmp)
+TMPFS_MIB = {CONTAINER_TMP: 512, OLLAMA_HOME: 64}
+ECS_EXEC_PATHS = ("/var/lib/amazon/ssm", "/var/log/amazon/ssm")  # SSM agent state, ECS Exec only
+GATEWAY_HEALTH_COMMAND = [
+    "CMD", "python", "-c",
+    "import sys, urllib.request; "
+    f"sys.exit(urllib.request.urlopen('http://127.0.0.1:{GATEWAY_PORT}/healthz', timeout=3)"
+    ".status != 200)",
+]
+# `ollama ps` lists models loaded in memory: the check passes only once the model is loaded,
+# not merely present on disk. The image has no curl or wget; it has the ollama CLI and grep.
+OLLAMA_HEALTH_COMMAND = "ollama ps | grep -qF -- '${ModelName}' || exit 1"
+OLLAMA_START_PERIOD = 300  # ECS maximum; the service's grace period covers longer loads
+
+# Parameters of this layer.
+OLLAMA_MEMORY = "OllamaMemoryMiB"
+OLLAMA_MEMORY_RESERVATION = "OllamaMemoryReservationMiB"
+GRACE_PERIOD = "HealthCheckGracePeriodSeconds"
+ECS_EXEC = "EnableExecuteCommand"
+REQUESTS_PER_TARGET = "RequestsPerTargetPerMinute"
+IN_FLIGHT_TARGET = "InFlightRequestsPerTask"
+SCHEDULED_SCALING = "ScheduledScaling"
+SCALE_DOWN_SCHEDULE = "ScaleDownSchedule"
+SCALE_UP_SCHEDULE = "ScaleUpSchedule"
+SCHEDULE_TIMEZONE = "ScheduleTimezone"
+ALARM_EMAIL = "AlarmEmail"
+TTFT_THRESHOLD = "TimeToFirstTokenP95AlarmMs"
+
+SCALE_OUT_COOLDOWN = 60  # seconds: add capacity fast
+SCALE_IN_COOLDOWN = 900  # seconds: a model load is expensive; shed capacity slowly
+
+
+class ServiceLayer(Layer):
+    logical_id = "Service"
+    file_name = "service.json"
+    description = "Service: gateway + Ollama sidecar task, ECS service, autoscaling, alarms"
+    root_outputs = (names.SERVICE_NAME, names.GATEWAY_LOG_GROUP_NAME, names.ALARM_TOPIC_ARN)
+
+    def build(self):
+        t = self.new_template()
+        self.t = t
+        naming_parameters(t)
+        for name, type_, description in (
+            (names.CLUSTER_NAME, "String", "ECS cluster name"),
+            (names.CAPACITY_PROVIDER_NAME, "String", "Capacity provider of the GPU instances"),
+            (names.PRIVATE_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>", "Private subnets"),
+            (names.TASK_SECURITY_GROUP_ID, "AWS::EC2::SecurityGroup::Id", "Task security group"),
+            (names.VPC_CIDR, "String", "VPC CIDR: the proxies whose X-Forwarded-For is trusted"),
+            (names.TARGET_GROUP_ARN, "String", "Gateway target group"),
+            (names.LISTENER_ARN, "String", "HTTPS listener (the service waits for it)"),
+            (names.LOAD_BALANCER_FULL_NAME, "String", "app/<name>/<id> of the ALB"),
+            (names.TARGET_GROUP_FULL_NAME, "String", "targetgroup/<name>/<id>"),
+            (names.KMS_KEY_ARN, "String", "KMS key of log groups, secret and alarm topic"),
+            (names.API_KEY_SECRET_ARN, "String", "Secret holding the API keys"),
+            (names.GATEWAY_IMAGE_URI, "String", "Gateway image URI (repository:tag)"),
+            (names.OLLAMA_IMAGE_URI, "String", "Ollama image URI (repository:tag)"),
+            (names.GATEWAY_REPOSITORY_ARN, "String", "Gateway ECR repository ARN"),
+            (names.OLLAMA_REPOSITORY_ARN, "String", "Ollama ECR repository ARN"),
+        ):
+            typed_parameter(t, name, type_, description)
+        self.parameter_arns = {}
+        for item in SETTINGS:
+            if item.source is Source.SSM:
+                output = names.setting_parameter_output(item.env)
+                typed_parameter(t, output, "String", f"ARN of the SSM parameter of {item.env}")
+                self.parameter_arns[item.env] = Ref(output)
+        string_parameter(t, names.MODEL_NAME, "Ollama model served (name:tag)",
+                         Default=setting("GATEWAY_MODELS").default_text,
+                         AllowedPattern=r"^[a-z0-9][a-z0-9._:/-]{0,127}$",
+                         ConstraintDescription="an Ollama model name such as llama3.2:1b")
+        typed_parameter(t, names.OLLAMA_NUM_PARALLEL, "Number",
+                        "Requests one Ollama serves at once (OLLAMA_NUM_PARALLEL); the "
+                        "gateway's concurrency bound per task",
+                        Default=setting("GATEWAY_MAX_CONCURRENCY").default, MinValue=1,
+                        MaxValue=32)
+        t.add_parameter(log_retention_parameter())
+        typed_parameter(t, OLLAMA_MEMORY, "Number", "Hard memory limit of the Ollama container "
+                        "(MiB); leave room for the agent and the gateway", Default=14336,
+                        MinValue=1024)
+        typed_parameter(t, OLLAMA_MEMORY_RESERVATION, "Number", "Memory reserved for Ollama "
+                        "(MiB) when placing the task", Default=8192, MinValue=512)
+        for name in (names.SERVICE_MIN_TASKS, names.SERVICE_MAX_TASKS):
+            typed_parameter(t, name, "Number", {
+                names.SERVICE_MIN_TASKS: "Fewest tasks (autoscaling minimum)",
+                names.SERVICE_MAX_TASKS: "Most tasks (autoscaling maximum; one GPU each)",
+            }[name], Default=SERVICE_DEFAULTS[name], MinValue=0, MaxValue=100)
+        typed_parameter(t, names.DEPLOYMENT_MAX_PERCENT, "Number", "Tasks a deploy may run, in "
+                        "% of desired (needs spare GPUs: tools/rollout.py)",
+                        Default=SERVICE_DEFAULTS[names.DEPLOYMENT_MAX_PERCENT], MinValue=100,
+                        MaxValue=400)
+        typed_parameter(t, names.DEPLOYMENT_MIN_HEALTHY_PERCENT, "Number", "Tasks that must "
+                        "stay healthy during a deploy, in % of desired (below 100: downtime)",
+                        Default=SERVICE_DEFAULTS[names.DEPLOYMENT_MIN_HEALTHY_PERCENT],
+                        MinValue=0, MaxValue=100)
+        typed_parameter(t, GRACE_PERIOD, "Number", "Model-load budget: seconds the service "
+                        "ignores failing load balancer health checks after a task starts "
+                        "(image pull + model load into GPU memory)", Default=900, MinValue=60,
+                        MaxValue=7200)
+        boolean_parameter(t, ECS_EXEC, "Allow ECS Exec into the containers (off in prod)",
+                          "false")
+        typed_parameter(t, REQUESTS_PER_TARGET, "Number", "Target tracking: ALB requests per "
+                        "task per minute", Default=30, MinValue=1)
+        typed_parameter(t, IN_FLIGHT_TARGET, "Number", "Target tracking: average in-flight "
+                        "requests per task (below OllamaNumParallel leaves headroom)",
+                        Default=3, MinValue=1)
+        boolean_parameter(t, SCHEDULED_SCALING, "Scale to zero on ScaleDownSchedule and back on "
+                          "ScaleUpSchedule (e.g. dev at night)", "false")
+        string_parameter(t, SCALE_DOWN_SCHEDULE, "When to scale to zero (Application Auto "
+                         "Scaling schedule expression)", Default="cron(0 20 ? * MON-FRI *)")
+        string_parameter(t, SCALE_UP_SCHEDULE, "When to restore ServiceMinTasks",
+                         Default="cron(0 7 ? * MON-FRI *)")
+        string_parameter(t, SCHEDULE_TIMEZONE, "IANA time zone of the schedules", Default="UTC")
+        string_parameter(t, ALARM_EMAIL, "E-mail subscribed to the alarm topic (empty: none)",
+                         Default="", AllowedPattern=r"^([^@\s]+@[^@\s]+\.[^@\s]+)?$",
+                         ConstraintDescription="empty, or an e-mail address")
+        typed_parameter(t, TTFT_THRESHOLD, "Number", "Alarm when time to first token p95 "
+                        "exceeds this (ms)", Default=10000, MinValue=100)
+
+        t.add_condition("ExecOn", Equals(Ref(ECS_EXEC), "true"))
+        t.add_condition("ScheduleOn", Equals(Ref(SCHEDULED_SCALING), "true"))
+        t.add_condition("HasAlarmEmail", Not(Equals(Ref(ALARM_EMAIL), "")))
+
+        gateway_logs, ollama_logs = (
+            t.add_resource(logs.LogGroup(
+                title, RetentionInDays=Ref(names.LOG_RETENTION_DAYS),
+                KmsKeyId=Ref(names.KMS_KEY_ARN),
+                # Retained: the request log is the audit trail; teardown reports it.
+                DeletionPolicy="Retain", UpdateReplacePolicy="Retain"))
+            for title in ("GatewayLogGroup", "OllamaLogGroup")
+        )
+        execution_role, task_role = self._roles(gateway_logs, ollama_logs)
+        task_definition = self._task_definition(execution_role, task_role, gateway_logs,
+                                                ollama_logs)
+        service = self._service(task_definition)
+        self._autoscaling(service)
+        topic = self._alarms(service)
+        self._dashboard()
+
+        add_output(t, names.SERVICE_NAME, GetAtt(service, "Name"), "ECS service name")
+        add_output(t, names.TASK_DEFINITION_ARN, Ref(task_definition),
+                   "Task definition the service runs (a deploy checks it is the new one)")
+        add_output(t, names.GATEWAY_LOG_GROUP_NAME, Ref(gateway_logs),
+                   "Log group of the gateway (request log lines and EMF metrics)")
+        add_output(t, names.OLLAMA_LOG_GROUP_NAME, Ref(ollama_logs), "Log group of Ollama")
+        add_output(t, names.ALARM_TOPIC_ARN, Ref(topic), "SNS topic the alarms publish to")
+        add_output(t, names.REQUEST_COUNT_RESOURCE_LABEL, self._resource_label(),
+                   "ALBRequestCountPerTarget resource label of the scaling policy")
+        return t
+
+    # -- names -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _service_name() -> Sub:
+        # Explicit, so the gateway's metric dimension can name it without a cycle.
+        return Sub("${ProjectName}-${EnvironmentName}-gateway")
+
+    @staticmethod
+    def _resource_label() -> Join:
+        return Join("/", [Ref(names.LOAD_BALANCER_FULL_NAME), Ref(names.TARGET_GROUP_FULL_NAME)])
+
+    # -- IAM -------------------------------------------------------------------------------
+
+    def _roles(self, gateway_logs, ollama_logs):
+        t = self.t
+        execution_role = t.add_resource(iam.Role(
+            "ExecutionRole",
+            AssumeRolePolicyDocument=policies.ecs_tasks_trust(),
+            Policies=[iam.Policy(
+                PolicyName="start-task",
+                PolicyDocument=policies.execution_role_policy(
+                    repository_arns=[Ref(names.GATEWAY_REPOSITORY_ARN),
+                                     Ref(names.OLLAMA_REPOSITORY_ARN)],
+                    log_group_arns=[GetAtt(gateway_logs, "Arn"), GetAtt(ollama_logs, "Arn")],
+                    parameter_arns=[self.parameter_arns[env] for env in sorted(self.parameter_arns)],
+                    secret_arn=Ref(names.API_KEY_SECRET_ARN),
+                    key_arn=Ref(names.KMS_KEY_ARN),
+                ),
+            )],
+        ))
+        # The containers' own identity: nothing, unless ECS Exec is on.
+        task_role = t.add_resource(iam.Role(
+            "TaskRole",
+            AssumeRolePolicyDocument=policies.ecs_tasks_trust(),
+            Policies=If("ExecOn", [iam.Policy(PolicyName="ecs-exec",
+                                              PolicyDocument=policies.ecs_exec_policy())],
+                        NoValue),
+        ))
+        return execution_role, task_role
+
+    # -- task definition ---------------------------------------------------------------------
+
+    def _task_definition(self, execution_role, task_role, gateway_logs, ollama_logs):
+        t = self.t
+
+        def log_configuration(group, prefix):
+            return ecs.LogConfiguration(LogDriver="awslogs", Options={
+                "awslogs-group": Ref(group),
+                "awslogs-region": Ref("AWS::Region"),
+                "awslogs-stream-prefix": prefix,
+                # A slow CloudWatch Logs call must not block the gateway's stdout.
+                "mode": "non-blocking",
+                "max-buffer-size": "25m",
+            })
+
+        def tmpfs(paths):
+            return [ecs.Tmpfs(ContainerPath=path, Size=TMPFS_MIB.get(path, 64),
+                              MountOptions=["noexec", "nosuid", "nodev"] if path != CONTAINER_TMP else
+                              ["nosuid", "nodev"])
+                    for path in paths]
+
+        environment = [
+            ecs.Environment(Name="OLLAMA_BASE_URL", Value=setting("OLLAMA_BASE_URL").default_text),
+            ecs.Environment(Name="GATEWAY_LOG_LEVEL", Value=setting("GATEWAY_LOG_LEVEL").default_text),
+            ecs.Environment(Name="GATEWAY_CLUSTER_NAME", Value=Ref(names.CLUSTER_NAME)),
+            ecs.Environment(Name="GATEWAY_SERVICE_NAME", Value=self._service_name()),
+            # uvicorn trusts X-Forwarded-For only from the ALB, which lives in the VPC.
+            ecs.Environment(Name="FORWARDED_ALLOW_IPS", Value=Ref(names.VPC_CIDR)),
+        ]
+        declared_task = {s.env for s in SETTINGS if s.source is Source.TASK}
+        set_here = {e.Name for e in environment} - {"FORWARDED_ALLOW_IPS"}
+        if declared_task != set_here:  # pragma: no cover - a contract change reached here
+            raise ValueError(f"task environment {sorted(set_here)} != contract {sorted(declared_task)}")
+        secrets = [ecs.Secret(Name=s.env, ValueFrom=Ref(names.API_KEY_SECRET_ARN))
+                   for s in SETTINGS if s.source is Source.SECRET]
+        secrets += [ecs.Secret(Name=env, ValueFrom=arn) for env, arn in sorted(self.parameter_arns.items())]
+
+        gateway = ecs.ContainerDefinition(
+            Name=GATEWAY,
+            Image=Ref(names.GATEWAY_IMAGE_URI),
+            Essential=True,
+            User=CONTAINER_USER,
+            ReadonlyRootFilesystem=True,
+            PortMappings=[ecs.PortMapping(ContainerPort=GATEWAY_PORT, Protocol="tcp")],
+            DependsOn=[ecs.ContainerDependency(ContainerName=OLLAMA, Condition="HEALTHY")],
+            Environment=environment,
+            Secrets=secrets,
+            MemoryReservation=256,
+            Memory=1024,
+            StopTimeout=TIMEOUTS.container_stop_timeout_seconds,
+            LinuxParameters=ecs.LinuxParameters(
+                InitProcessEnabled=True,
+                Tmpfs=If("ExecOn", tmpfs((CONTAINER_TMP,) + ECS_EXEC_PATHS), tmpfs((CONTAINER_TMP,))),
+            ),
+            HealthCheck=ecs.HealthCheck(Command=GATEWAY_HEALTH_COMMAND, Interval=15, Timeout=5,
+                                        Retries=3, StartPeriod=30),
+            LogConfiguration=log_configuration(gateway_logs, GATEWAY),
+        )
+        ollama = ecs.ContainerDefinition(
+            Name=OLLAMA,
+            Image=Ref(names.OLLAMA_IMAGE_URI),
+            Essential=True,
+            User=CONTAINER_USER,
+            ReadonlyRootFilesystem=True,
+            # No PortMappings: in awsvpc a mapping would open the port on the task's ENI.
+            Environment=[
+                ecs.Environment(Name="OLLAMA_HOST", Value=f"127.0.0.1:{OLLAMA_PORT}"),
+                ecs.Environment(Name="OLLAMA_KEEP_ALIVE", Value="-1"),
+                ecs.Environment(Name="OLLAMA_NUM_PARALLEL", Value=Ref(names.OLLAMA_NUM_PARALLEL)),
+                ecs.Environment(Name="OLLAMA_MAX_LOADED_MODELS", Value="1"),
+                ecs.Environment(Name="OLLAMA_CONTEXT_LENGTH",
+                                Value=setting("GATEWAY_CONTEXT_TOKENS").default_text),
+                ecs.Environment(Name="OLLAMA_MODEL", Value=Ref(names.MODEL_NAME)),
+                ecs.Environment(Name="OLLAMA_NOPRUNE", Value="1"),
+                ecs.Environment(Name="HOME", Value=OLLAMA_HOME),
+                ecs.Environment(Name="OLLAMA_TMPDIR", Value=CONTAINER_TMP),
+            ],
+            ResourceRequirements=[ecs.ResourceRequirement(Type="GPU", Value="1")],
+            Memory=Ref(OLLAMA_MEMORY),
+            MemoryReservation=Ref(OLLAMA_MEMORY_RESERVATION),
+            StopTimeout=TIMEOUTS.container_stop_timeout_seconds,
+            LinuxParameters=ecs.LinuxParameters(
+                InitProcessEnabled=True,
+                Tmpfs=If("ExecOn", tmpfs((CONTAINER_TMP, OLLAMA_HOME) + ECS_EXEC_PATHS),
+                         tmpfs((CONTAINER_TMP, OLLAMA_HOME))),
+            ),
+            HealthCheck=ecs.HealthCheck(
+                Command=["CMD-SHELL", Sub(OLLAMA_HEALTH_COMMAND)],
+                Interval=30, Timeout=10, Retries=5, StartPeriod=OLLAMA_START_PERIOD),
+            LogConfiguration=log_configuration(ollama_logs, OLLAMA),
+        )
+        return t.add_resource(ecs.TaskDefinition(
+            "TaskDefinition",
+            Family=Sub("${ProjectName}-${EnvironmentName}-llm"),
+            NetworkMode="awsvpc",
+            RequiresCompatibilities=["EC2"],
+            ExecutionRoleArn=GetAtt(execution_role, "Arn"),
+            TaskRoleArn=GetAtt(task_role, "Arn"),
+            ContainerDefinitions=[ollama, gateway],
+        ))
+
+    # -- service ---------------------------------------------------------------------------
+
+    def _service(self, task_definition):
+        return self.t.add_resource(ecs.Service(
+            "Service",
+            ServiceName=self._service_name(),
+            Cluster=Ref(names.CLUSTER_NAME),
+            TaskDefinition=Ref(task_definition),
+            # No DesiredCount: autoscaling owns it, and a stack update must not reset it.
+            # No LaunchType: a capacity provider strategy excludes one.
+            CapacityProviderStrategy=[ecs.CapacityProviderStrategyItem(
+                CapacityProvider=Ref(names.CAPACITY_PROVIDER_NAME), Weight=1, Base=0)],
+            NetworkConfiguration=ecs.NetworkConfiguration(AwsvpcConfiguration=ecs.AwsvpcConfiguration(
+                AssignPublicIp="DISABLED",
+                Subnets=Ref(names.PRIVATE_SUBNET_IDS),
+                SecurityGroups=[Ref(names.TASK_SECURITY_GROUP_ID)],
+            )),
+            LoadBalancers=[ecs.LoadBalancer(ContainerName=GATEWAY, ContainerPort=GATEWAY_PORT,
+                                            TargetGroupArn=Ref(names.TARGET_GROUP_ARN))],
+            HealthCheckGracePeriodSeconds=Ref(GRACE_PERIOD),
+            DeploymentConfiguration=ecs.DeploymentConfiguration(
+                MaximumPercent=Ref(names.DEPLOYMENT_MAX_PERCENT),
+                MinimumHealthyPercent=Ref(names.DEPLOYMENT_MIN_HEALTHY_PERCENT),
+                DeploymentCircuitBreaker=ecs.DeploymentCircuitBreaker(Enable=True, Rollback=True),
+            ),
+            PlacementStrategies=[
+                ecs.PlacementStrategy(Type="spread", Field="attribute:ecs.availability-zone"),
+                ecs.PlacementStrategy(Type="spread", Field="instanceId"),
+            ],
+            EnableECSManagedTags=True,
+            PropagateTags="SERVICE",
+            EnableExecuteCommand=If("ExecOn", True, False),
+            # The target group must be attached to the HTTPS listener before the service
+            # registers tasks in it; root passes ListenerArn so this stack waits for it.
+            Metadata={"AfterListener": Ref(names.LISTENER_ARN)},
+        ))
+
+    # -- autoscaling -------------------------------------------------------------------------
+
+    def _autoscaling(self, service):
+        t = self.t
+        scale = lambda name, low, high, schedule: applicationautoscaling.ScheduledAction(  # noqa: E731
+            ScheduledActionName=name, Schedule=Ref(schedule), Timezone=Ref(SCHEDULE_TIMEZONE),
+            ScalableTargetAction=applicationautoscaling.ScalableTargetAction(
+                MinCapacity=low, MaxCapacity=high))
+        target = t.add_resource(applicationautoscaling.ScalableTarget(
+            "ScalableTarget",
+            ServiceNamespace="ecs",
+            ScalableDimension="ecs:service:DesiredCount",
+            ResourceId=Sub("service/${ClusterName}/${Name}", Name=GetAtt(service, "Name")),
+            MinCapacity=Ref(names.SERVICE_MIN_TASKS),
+            MaxCapacity=Ref(names.SERVICE_MAX_TASKS),
+            # No RoleARN: Application Auto Scaling uses its ECS service-linked role.
+            ScheduledActions=If("ScheduleOn", [
+                scale("scale-to-zero", 0, 0, SCALE_DOWN_SCHEDULE),
+                scale("scale-back-up", Ref(names.SERVICE_MIN_TASKS), Ref(names.SERVICE_MAX_TASKS),
+                      SCALE_UP_SCHEDULE),
+            ], NoValue),
+        ))
+
+        def policy(title, value, metric):
+            return t.add_resource(applicationautoscaling.ScalingPolicy(
+                title,
+                PolicyName=Sub(f"${{AWS::StackName}}-{title}"),
+                PolicyType="TargetTrackingScaling",
+                ScalingTargetId=Ref(target),
+                TargetTrackingScalingPolicyConfiguration=(
+                    applicationautoscaling.TargetTrackingScalingPolicyConfiguration(
+                        TargetValue=Ref(value),
+                        ScaleOutCooldown=SCALE_OUT_COOLDOWN,
+                        ScaleInCooldown=SCALE_IN_COOLDOWN,
+                        **metric)),
+            ))
+
+        policy("RequestCountScaling", REQUESTS_PER_TARGET, {
+            "PredefinedMetricSpecification": applicationautoscaling.PredefinedMetricSpecification(
+                PredefinedMetricType="ALBRequestCountPerTarget",
+                ResourceLabel=self._resource_label())})
+        policy("InFlightScaling", IN_FLIGHT_TARGET, {
+            "CustomizedMetricSpecification": applicationautoscaling.CustomizedMetricSpecification(
+                Namespace=METRIC_NAMESPACE,
+                MetricName=IN_FLIGHT_REQUESTS.name,
+                Unit=IN_FLIGHT_REQUESTS.unit,
+                Statistic="Average",
+                Dimensions=self._metric_dimensions(applicationautoscaling.MetricDimension))})
+
+    def _metric_dimensions(self, cls):
+        values = {"ClusterName": Ref(names.CLUSTER_NAME), "ServiceName": self._service_name()}
+        return [cls(Name=name, Value=values[name]) for name in METRIC_DIMENSIONS]
+
+    # -- alarms ----------------------------------------------------------------------------
+
+    def _alarms(self, service):
+        t = self.t
+        topic = t.add_resource(sns.Topic(
+            "AlarmTopic", KmsMasterKeyId=Ref(names.KMS_KEY_ARN),
+            DisplayName=Sub("${ProjectName}-${EnvironmentName} LLM API alarms")))
+        t.add_resource(sns.SubscriptionResource(
+            "AlarmEmailSubscription", Condition="HasAlarmEmail", Protocol="email",
+            Endpoint=Ref(ALARM_EMAIL), TopicArn=Ref(topic)))
+        rule = t.add_resource(events.Rule(
+            "PlacementFailureRule",
+            Description="Tasks of the gateway service that ECS cannot place (no GPU capacity)",
+            EventPattern={
+                "source": ["aws.ecs"],
+                "detail-type": ["ECS Service Action"],
+                "resources": [Sub("arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:"
+                                  "service/${ClusterName}/${Name}", Name=GetAtt(service, "Name"))],
+                "detail": {"eventName": ["SERVICE_TASK_PLACEMENT_FAILURE"]},
+            },
+            Targets=[events.Target(Id="alarm-topic", Arn=Ref(topic))],
+        ))
+        t.add_resource(sns.TopicPolicy(
+            "AlarmTopicPolicy", Topics=[Ref(topic)],
+            PolicyDocument=policies.alarm_topic_policy(Ref(topic), GetAtt(rule, "Arn"))))
+
+        alb = [cloudwatch.MetricDimension(Name="LoadBalancer",
+                                          Value=Ref(names.LOAD_BALANCER_FULL_NAME))]
+        target_group = alb + [cloudwatch.MetricDimension(
+            Name="TargetGroup", Value=Ref(names.TARGET_GROUP_FULL_NAME))]
+        service_dims = self._metric_dimensions(cloudwatch.MetricDimension)
+
+        def alarm(title, description, namespace, metric, dimensions, threshold, statistic="Sum",
+                  periods=5, period=60, datapoints=None, extended=None):
+            stat = {"ExtendedStatistic": extended} if extended else {"Statistic": statistic}
+            t.add_resource(cloudwatch.Alarm(
+                title,
+                AlarmDescription=description,
+                Namespace=namespace, MetricName=metric, Dimensions=dimensions,
+                Period=period, EvaluationPeriods=periods,
+                DatapointsToAlarm=datapoints or periods,
+                Threshold=threshold, ComparisonOperator="GreaterThanOrEqualToThreshold",
+                TreatMissingData="notBreaching",
+                AlarmActions=[Ref(topic)], OKActions=[Ref(topic)],
+                **stat,
+            ))
+
+        alarm("Target5xxAlarm", "Gateway answered 5xx (upstream failures: 502/503/504)",
+              "AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", target_group, 10,
+              periods=5, datapoints=3)
+        alarm("Elb5xxAlarm", "The load balancer answered 5xx itself (no healthy target, "
+              "connection errors, idle timeouts)", "AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count",
+              alb, 10, periods=5, datapoints=3)
+        alarm("UnhealthyHostsAlarm", "A gateway target fails /readyz outside a deploy",
+              "AWS/ApplicationELB", "UnHealthyHostCount", target_group, 1, statistic="Maximum",
+              periods=10, datapoints=8)
+        alarm("TimeToFirstTokenAlarm", "Time to first token p95 is above its threshold "
+              "(TargetResponseTime means different things for streams and non-streams)",
+              METRIC_NAMESPACE, TIME_TO_FIRST_TOKEN.name, service_dims, Ref(TTFT_THRESHOLD),
+              periods=3, period=300, extended="p95")
+        alarm("PendingTasksAlarm", "Tasks wait for GPU capacity (Container Insights "
+              "PendingTaskCount); see docs/operations.md, stuck in PROVISIONING",
+              "ECS/ContainerInsights", "PendingTaskCount", service_dims, 1,
+              statistic="Maximum", periods=15, datapoints=15)
+        return topic
+
+    def _dashboard(self):
+        self.t.add_resource(cloudwatch.Dashboard(
+            "Dashboard",
+            DashboardName=Sub("${ProjectName}-${EnvironmentName}-llm-api"),
+            DashboardBody=DashboardBody(),
+        ))
+
+
+class DashboardBody(AWSHelperFn):
+    """The dashboard JSON as Fn::Sub over a deterministic json.dumps, variables left to Sub."""
+
+    def __init__(self) -> None:
+        region = "${AWS::Region}"
+        lb, tg = "${LoadBalancerFullName}", "${TargetGroupFullName}"
+        service = ["ClusterName", "${ClusterName}", "ServiceName",
+                   "${ProjectName}-${EnvironmentName}-gateway"]
+
+        def widget(title, metrics, x, y, stat="Sum"):
+            return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6,
+                    "properties": {"title": title, "region": region, "stat": stat,
+                                   "period": 60, "metrics": metrics}}
+
+        body = {"widgets": [
+            widget("Requests and 5xx", [
+                ["AWS/ApplicationELB", "RequestCount", "LoadBalancer", lb],
+                [".", "HTTPCode_Target_5XX_Count", "LoadBalancer", lb, "TargetGroup", tg],
+                [".", "HTTPCode_ELB_5XX_Count", "LoadBalancer", lb]], 0, 0),
+            widget("In-flight requests per task", [
+                [METRIC_NAMESPACE, IN_FLIGHT_REQUESTS.name, *service, {"stat": "Average"}],
+                ["...", {"stat": "Maximum"}]], 12, 0, stat="Average"),
+            widget("Time to first token (ms)", [
+                [METRIC_NAMESPACE, TIME_TO_FIRST_TOKEN.name, *service, {"stat": "p50"}],
+                ["...", {"stat": "p95"}]], 0, 6, stat="p95"),
+            widget("Output tokens per second", [
+                [{"expression": "m1/PERIOD(m1)", "label": "tokens/s", "id": "e1"}],
+                [METRIC_NAMESPACE, OUTPUT_TOKENS.name, *service, {"id": "m1", "visible": False}]],
+                12, 6),
+            widget("Healthy targets and pending tasks", [
+                ["AWS/ApplicationELB", "HealthyHostCount", "TargetGroup", tg, "LoadBalancer", lb],
+                [".", "UnHealthyHostCount", ".", ".", ".", "."],
+                ["ECS/ContainerInsights", "PendingTaskCount", *service],
+                [".", "RunningTaskCount", *service]], 0, 12, stat="Maximum"),
+        ]}
+        self.data = {"Fn::Sub": json.dumps(body, sort_keys=True)}
+

@@ -1,0 +1,337 @@
+"""Service layer: the sidecar task, the execution role, the service, scaling and alarms."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from app.contract import (
+    GATEWAY_PORT,
+    IN_FLIGHT_REQUESTS,
+    METRIC_NAMESPACE,
+    OLLAMA_PORT,
+    SETTINGS,
+    TIMEOUTS,
+    Source,
+)
+from stacks import names
+from tests.cfn import generated, props, resources
+
+SECRET_LOOKING = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
+
+
+def service_template():
+    return generated()["service.json"]
+
+
+def containers() -> dict[str, dict]:
+    task = props(service_template()["Resources"]["TaskDefinition"])
+    return {c["Name"]: c for c in task["ContainerDefinitions"]}
+
+
+def env(container: str) -> dict:
+    return {e["Name"]: e["Value"] for e in containers()[container].get("Environment", [])}
+
+
+def statements(role: str) -> list[dict]:
+    policies = props(service_template()["Resources"][role]).get("Policies", [])
+    return [s for p in policies for s in p["PolicyDocument"]["Statement"]]
+
+
+# -- the task ----------------------------------------------------------------------------
+
+
+def test_task_is_awsvpc_on_ec2_with_separate_roles():
+    task = props(service_template()["Resources"]["TaskDefinition"])
+    assert task["NetworkMode"] == "awsvpc"
+    assert task["RequiresCompatibilities"] == ["EC2"]
+    assert task["ExecutionRoleArn"] == {"Fn::GetAtt": ["ExecutionRole", "Arn"]}
+    assert task["TaskRoleArn"] == {"Fn::GetAtt": ["TaskRole", "Arn"]}
+    assert set(containers()) == {"gateway", "ollama"}
+
+
+def test_ollama_has_one_gpu_no_port_mapping_and_binds_to_loopback():
+    ollama = containers()["ollama"]
+    assert ollama["ResourceRequirements"] == [{"Type": "GPU", "Value": "1"}]
+    assert "PortMappings" not in ollama
+    assert env("ollama")["OLLAMA_HOST"] == f"127.0.0.1:{OLLAMA_PORT}"
+    assert env("ollama")["OLLAMA_KEEP_ALIVE"] == "-1"
+    assert env("ollama")["OLLAMA_NUM_PARALLEL"] == {"Ref": "OllamaNumParallel"}
+    assert ollama["Memory"] == {"Ref": "OllamaMemoryMiB"}
+    assert ollama["MemoryReservation"] == {"Ref": "OllamaMemoryReservationMiB"}
+
+
+def test_ollama_health_check_proves_the_model_is_loaded_without_curl():
+    check = containers()["ollama"]["HealthCheck"]
+    assert check["Command"][0] == "CMD-SHELL"
+    command = check["Command"][1]["Fn::Sub"]
+    assert command.startswith("ollama ps") and "${ModelName}" in command
+    assert "curl" not in command and "wget" not in command
+    assert check["StartPeriod"] == 300
+
+
+def test_gateway_waits_for_a_healthy_ollama_and_exposes_only_its_port():
+    gateway = containers()["gateway"]
+    assert gateway["DependsOn"] == [{"ContainerName": "ollama", "Condition": "HEALTHY"}]
+    assert gateway["PortMappings"] == [{"ContainerPort": GATEWAY_PORT, "Protocol": "tcp"}]
+
+
+def test_gateway_health_check_uses_python_not_curl():
+    command = containers()["gateway"]["HealthCheck"]["Command"]
+    assert command[:2] == ["CMD", "python"]
+    assert "/healthz" in command[-1] and "curl" not in " ".join(command)
+
+
+def test_gateway_is_read_only_non_root_with_init_and_the_budget_stop_timeout():
+    gateway = containers()["gateway"]
+    assert gateway["ReadonlyRootFilesystem"] is True
+    assert gateway["User"] not in ("root", "0", "0:0") and not gateway["User"].startswith("0:")
+    assert gateway["LinuxParameters"]["InitProcessEnabled"] is True
+    assert gateway["StopTimeout"] == TIMEOUTS.container_stop_timeout_seconds
+    tmpfs = gateway["LinuxParameters"]["Tmpfs"]["Fn::If"]
+    assert tmpfs[0] == "ExecOn"
+    assert {m["ContainerPath"] for m in tmpfs[2]} == {"/tmp"}
+    assert {m["ContainerPath"] for m in tmpfs[1]} >= {"/tmp", "/var/lib/amazon/ssm"}
+
+
+def test_ollama_is_read_only_and_non_root_too():
+    ollama = containers()["ollama"]
+    assert ollama["ReadonlyRootFilesystem"] is True
+    assert ollama["User"] == containers()["gateway"]["User"]
+    assert env("ollama")["HOME"] in {m["ContainerPath"]
+                                     for m in ollama["LinuxParameters"]["Tmpfs"]["Fn::If"][2]}
+
+
+def test_settings_are_injected_as_the_contract_declares():
+    gateway = containers()["gateway"]
+    secrets = {s["Name"]: s["ValueFrom"] for s in gateway["Secrets"]}
+    environment = env("gateway")
+    for setting in SETTINGS:
+        if setting.source is Source.SECRET:
+            assert secrets[setting.env] == {"Ref": "ApiKeySecretArn"}
+        elif setting.source is Source.SSM:
+            assert secrets[setting.env] == {"Ref": names.setting_parameter_output(setting.env)}
+        elif setting.source is Source.TASK:
+            assert setting.env in environment
+        else:
+            assert setting.env not in environment and setting.env not in secrets
+    assert environment["FORWARDED_ALLOW_IPS"] == {"Ref": "VpcCidr"}
+    assert not set(secrets) & set(environment)
+
+
+@pytest.mark.parametrize("container", ["gateway", "ollama"])
+def test_no_secret_looking_names_in_environment(container):
+    for name in env(container):
+        assert not SECRET_LOOKING.search(name), f"{container}: {name} belongs in Secrets"
+
+
+@pytest.mark.parametrize("container", ["gateway", "ollama"])
+def test_both_containers_log_to_their_own_group(container):
+    config = containers()[container]["LogConfiguration"]
+    assert config["LogDriver"] == "awslogs"
+    options = config["Options"]
+    assert options["awslogs-group"] == {"Ref": f"{container.capitalize()}LogGroup"}
+    assert options["awslogs-region"] == {"Ref": "AWS::Region"}
+    assert options["awslogs-stream-prefix"] == container
+
+
+def test_log_groups_are_encrypted_retained_and_sized_by_parameter():
+    for group in resources(service_template(), "AWS::Logs::LogGroup").values():
+        assert props(group)["KmsKeyId"] == {"Ref": "KmsKeyArn"}
+        assert props(group)["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        assert group["DeletionPolicy"] == "Retain"
+    assert service_template()["Parameters"]["LogRetentionDays"]["Default"] == 365
+
+
+def test_task_definition_is_valid_json_with_no_unresolved_python_objects():
+    text = json.dumps(service_template())
+    assert "object at 0x" not in text
+    body = props(service_template()["Resources"]["Dashboard"])["DashboardBody"]["Fn::Sub"]
+    widgets = json.loads(body)["widgets"]
+    assert len(widgets) >= 5
+    assert IN_FLIGHT_REQUESTS.name in body and "OutputTokens" in body
+
+
+# -- IAM ---------------------------------------------------------------------------------
+
+
+def test_execution_role_has_exactly_the_listed_actions_and_resources():
+    found = {s["Sid"]: (sorted(s["Action"]), s["Resource"]) for s in statements("ExecutionRole")}
+    assert found == {
+        "EcrLogin": (["ecr:GetAuthorizationToken"], ["*"]),
+        "PullTheTwoImages": (
+            ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+            [{"Ref": "GatewayRepositoryArn"}, {"Ref": "OllamaRepositoryArn"}]),
+        "WriteContainerLogs": (
+            ["logs:CreateLogStream", "logs:PutLogEvents"],
+            [{"Fn::GetAtt": ["GatewayLogGroup", "Arn"]}, {"Fn::GetAtt": ["OllamaLogGroup", "Arn"]}]),
+        "ReadGatewaySettings": (
+            ["ssm:GetParameters"],
+            [{"Ref": names.setting_parameter_output(s.env)}
+             for s in sorted(SETTINGS, key=lambda s: s.env) if s.source is Source.SSM]),
+        "ReadApiKeys": (["secretsmanager:GetSecretValue"], [{"Ref": "ApiKeySecretArn"}]),
+        "DecryptApiKeysThroughSecretsManager": (["kms:Decrypt"], [{"Ref": "KmsKeyArn"}]),
+    }
+
+
+def test_the_only_wildcard_resource_is_the_ecr_token():
+    for statement in statements("ExecutionRole"):
+        if "*" in statement["Resource"]:
+            assert statement["Action"] == ["ecr:GetAuthorizationToken"]
+        assert all("*" not in a for a in statement["Action"])
+
+
+def test_task_role_is_empty_unless_ecs_exec_is_on():
+    role = props(service_template()["Resources"]["TaskRole"])
+    assert role["Policies"]["Fn::If"][0] == "ExecOn"
+    assert role["Policies"]["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+    exec_actions = role["Policies"]["Fn::If"][1][0]["PolicyDocument"]["Statement"][0]["Action"]
+    assert all(a.startswith("ssmmessages:") for a in exec_actions)
+
+
+@pytest.mark.parametrize("role", ["ExecutionRole", "TaskRole"])
+def test_ecs_task_roles_trust_only_this_accounts_tasks(role):
+    (statement,) = props(service_template()["Resources"][role])["AssumeRolePolicyDocument"][
+        "Statement"]
+    assert statement["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
+    assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+
+
+def test_execution_and_task_roles_differ():
+    task = props(service_template()["Resources"]["TaskDefinition"])
+    assert task["ExecutionRoleArn"] != task["TaskRoleArn"]
+
+
+# -- the service -------------------------------------------------------------------------
+
+
+def service_props() -> dict:
+    return props(service_template()["Resources"]["Service"])
+
+
+def test_service_uses_the_capacity_provider_and_no_launch_type():
+    service = service_props()
+    assert "LaunchType" not in service
+    assert service["CapacityProviderStrategy"] == [
+        {"CapacityProvider": {"Ref": "CapacityProviderName"}, "Weight": 1, "Base": 0}]
+    assert "DesiredCount" not in service
+
+
+def test_service_rolls_back_on_failure_and_has_no_public_ip():
+    service = service_props()
+    deployment = service["DeploymentConfiguration"]
+    assert deployment["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+    assert deployment["MaximumPercent"] == {"Ref": "DeploymentMaximumPercent"}
+    assert deployment["MinimumHealthyPercent"] == {"Ref": "DeploymentMinimumHealthyPercent"}
+    network = service["NetworkConfiguration"]["AwsvpcConfiguration"]
+    assert network["AssignPublicIp"] == "DISABLED"
+    assert network["Subnets"] == {"Ref": "PrivateSubnetIds"}
+
+
+def test_service_registers_gateway_port_in_the_target_group_after_the_listener():
+    service = service_props()
+    assert service["LoadBalancers"] == [{"ContainerName": "gateway", "ContainerPort": GATEWAY_PORT,
+                                         "TargetGroupArn": {"Ref": "TargetGroupArn"}}]
+    assert service["HealthCheckGracePeriodSeconds"] == {"Ref": "HealthCheckGracePeriodSeconds"}
+    root = generated()["root.json"]["Resources"]["Service"]["Properties"]["Parameters"]
+    assert root["ListenerArn"] == {"Fn::GetAtt": ["LoadBalancer", "Outputs.ListenerArn"]}
+
+
+def test_service_spreads_across_azs_tags_and_exec_behind_parameter():
+    service = service_props()
+    assert service["PlacementStrategies"][0] == {"Type": "spread",
+                                                 "Field": "attribute:ecs.availability-zone"}
+    assert service["EnableECSManagedTags"] is True and service["PropagateTags"] == "SERVICE"
+    assert service["EnableExecuteCommand"] == {"Fn::If": ["ExecOn", True, False]}
+
+
+# -- autoscaling -------------------------------------------------------------------------
+
+
+def scaling_policies() -> dict[str, dict]:
+    return {name: props(p)["TargetTrackingScalingPolicyConfiguration"] for name, p in
+            resources(service_template(), "AWS::ApplicationAutoScaling::ScalingPolicy").items()}
+
+
+def test_request_count_policy_label_is_built_from_the_alb_and_target_group_full_names():
+    config = scaling_policies()["RequestCountScaling"]
+    spec = config["PredefinedMetricSpecification"]
+    assert spec["PredefinedMetricType"] == "ALBRequestCountPerTarget"
+    assert spec["ResourceLabel"] == {"Fn::Join": ["/", [{"Ref": "LoadBalancerFullName"},
+                                                        {"Ref": "TargetGroupFullName"}]]}
+    root = generated()["root.json"]["Resources"]["Service"]["Properties"]["Parameters"]
+    assert root["LoadBalancerFullName"]["Fn::GetAtt"] == ["LoadBalancer",
+                                                          "Outputs.LoadBalancerFullName"]
+    assert root["TargetGroupFullName"]["Fn::GetAtt"] == ["LoadBalancer",
+                                                         "Outputs.TargetGroupFullName"]
+
+
+def test_in_flight_policy_reads_the_gateways_metric():
+    spec = scaling_policies()["InFlightScaling"]["CustomizedMetricSpecification"]
+    assert spec["Namespace"] == METRIC_NAMESPACE and spec["MetricName"] == IN_FLIGHT_REQUESTS.name
+    assert spec["Statistic"] == "Average"
+    assert [d["Name"] for d in spec["Dimensions"]] == ["ClusterName", "ServiceName"]
+    gateway_env = env("gateway")
+    dims = {d["Name"]: d["Value"] for d in spec["Dimensions"]}
+    assert dims["ClusterName"] == gateway_env["GATEWAY_CLUSTER_NAME"]
+    assert dims["ServiceName"] == gateway_env["GATEWAY_SERVICE_NAME"]
+    assert service_props()["ServiceName"] == gateway_env["GATEWAY_SERVICE_NAME"]
+
+
+def test_scale_out_fast_scale_in_slow():
+    for config in scaling_policies().values():
+        assert config["ScaleOutCooldown"] < config["ScaleInCooldown"]
+
+
+def test_scheduled_scaling_is_optional():
+    target = props(service_template()["Resources"]["ScalableTarget"])
+    assert target["ScheduledActions"]["Fn::If"][0] == "ScheduleOn"
+    down = target["ScheduledActions"]["Fn::If"][1][0]["ScalableTargetAction"]
+    assert down == {"MinCapacity": 0, "MaxCapacity": 0}
+    assert target["MinCapacity"] == {"Ref": "ServiceMinTasks"}
+    assert target["MaxCapacity"] == {"Ref": "ServiceMaxTasks"}
+
+
+# -- alarms ------------------------------------------------------------------------------
+
+
+def test_alarms_cover_5xx_health_latency_and_capacity_and_notify_the_topic():
+    alarms = {props(a)["MetricName"]: props(a)
+              for a in resources(service_template(), "AWS::CloudWatch::Alarm").values()}
+    assert set(alarms) == {"HTTPCode_Target_5XX_Count", "HTTPCode_ELB_5XX_Count",
+                           "UnHealthyHostCount", "TimeToFirstToken", "PendingTaskCount"}
+    assert alarms["TimeToFirstToken"]["ExtendedStatistic"] == "p95"
+    for alarm in alarms.values():
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_placement_failures_reach_the_topic_through_a_rule_it_allows():
+    rule = props(service_template()["Resources"]["PlacementFailureRule"])
+    assert rule["EventPattern"]["detail"]["eventName"] == ["SERVICE_TASK_PLACEMENT_FAILURE"]
+    assert rule["Targets"][0]["Arn"] == {"Ref": "AlarmTopic"}
+    policy = props(service_template()["Resources"]["AlarmTopicPolicy"])["PolicyDocument"]
+    principals = {s["Principal"]["Service"] for s in policy["Statement"]}
+    assert principals == {"events.amazonaws.com", "cloudwatch.amazonaws.com"}
+
+
+def test_alarm_topic_is_encrypted_with_a_key_its_publishers_may_use():
+    topic = props(service_template()["Resources"]["AlarmTopic"])
+    assert topic["KmsMasterKeyId"] == {"Ref": "KmsKeyArn"}
+    key_policy = props(generated()["config.json"]["Resources"]["KmsKey"])["KeyPolicy"]
+    publishers = [s for s in key_policy["Statement"] if s["Sid"] == "AlarmPublishersForThisAccount"]
+    assert publishers[0]["Principal"]["Service"] == ["cloudwatch.amazonaws.com",
+                                                     "events.amazonaws.com"]
+
+
+def test_image_uris_are_built_by_root_from_prefix_and_tag():
+    root = generated()["root.json"]
+    parameters = root["Resources"]["Service"]["Properties"]["Parameters"]
+    assert parameters["GatewayImageUri"]["Fn::Sub"].endswith("${RepositoryPrefix}/gateway:${ImageTag}")
+    assert parameters["OllamaImageUri"]["Fn::Sub"].endswith("${RepositoryPrefix}/ollama:${ImageTag}")
+    assert parameters["GatewayRepositoryArn"]["Fn::Sub"].endswith(
+        ":repository/${RepositoryPrefix}/gateway")
+    assert "Default" not in root["Parameters"]["ImageTag"]
+    assert root["Parameters"]["RepositoryPrefix"] == generated()["registry.json"]["Parameters"][
+        "RepositoryPrefix"] | {"Description": root["Parameters"]["RepositoryPrefix"]["Description"]}
