@@ -60,7 +60,10 @@ CONTAINER_USER = "10001:10001"
 OLLAMA_HOME = "/home/ollama"  # tmpfs: Ollama writes its key pair under $HOME at start
 CONTAINER_TMP = "/tmp"  # noqa: S108 (a private tmpfs inside the container, not the host's /tmp)
 TMPFS_MIB = {CONTAINER_TMP: 512, OLLAMA_HOME: 64}
-ECS_EXEC_PATHS = ("/var/lib/amazon/ssm", "/var/log/amazon/ssm")  # SSM agent state, ECS Exec only
+# Writable paths the ECS Exec (SSM) agent needs in a read-only container. AWS documents ECS Exec
+# as unsupported with readonlyRootFilesystem; these tmpfs mounts are the community workaround
+# (aws/containers-roadmap#1359, amazon-ecs-exec-checker#71). Only mounted when ECS Exec is on.
+ECS_EXEC_PATHS = ("/managed-agents", "/var/lib/amazon/ssm", "/var/log/amazon/ssm")
 GATEWAY_HEALTH_COMMAND = [
     "CMD", "python", "-c",
     "import sys, urllib.request; "
