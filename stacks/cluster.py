@@ -49,6 +49,10 @@ class ClusterLayer(Layer):
     file_name = "cluster.json"
     description = "Cluster: ECS cluster, GPU launch template, Auto Scaling group, capacity provider"
     root_outputs = (names.CLUSTER_NAME,)
+    root_definitions = {AMI_ID: {
+        "Type": "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
+        "Default": GPU_AMI_PARAMETER,
+    }}
 
     def build(self):
         t = self.new_template()
@@ -57,10 +61,13 @@ class ClusterLayer(Layer):
                                   "Private subnets, one per AZ")
         group = typed_parameter(t, names.INSTANCE_SECURITY_GROUP_ID,
                                 "AWS::EC2::SecurityGroup::Id", "Security group of the instances")
-        ami = typed_parameter(
-            t, AMI_ID, "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
-            "SSM parameter holding the ECS GPU AMI (Amazon Linux 2023; the AL2 GPU AMI is end "
-            "of life)", Default=GPU_AMI_PARAMETER)
+        # The AMI ID itself: root declares the SSM-typed parameter (root_definitions) and
+        # resolves it. A nested SSM-typed parameter would take the resolved ID for a name.
+        ami = typed_parameter(t, AMI_ID, "AWS::EC2::Image::Id",
+                              "ECS GPU AMI ID, resolved by root from the SSM public parameter")
+        azs = typed_parameter(t, names.SUBNET_AVAILABILITY_ZONES,
+                              "List<AWS::EC2::AvailabilityZone::Name>",
+                              "AZs of the private subnets, in subnet order")
         instance_type = typed_parameter(
             t, names.INSTANCE_TYPE, "String",
             "GPU instance type; one task per GPU (stacks/gpu.py lists the GPU counts)",
@@ -129,6 +136,8 @@ class ClusterLayer(Layer):
             # No DesiredCapacity: the capacity provider owns it; setting it here would reset
             # the group's size on every stack update.
             VPCZoneIdentifier=Ref(subnets),
+            # Same AZs as the subnets; stated so AZ-coverage rules can read it (CT.AUTOSCALING.PR.1).
+            AvailabilityZones=Ref(azs),
             LaunchTemplate=autoscaling.LaunchTemplateSpecification(
                 LaunchTemplateId=Ref(template),
                 Version=GetAtt(template, "LatestVersionNumber")),

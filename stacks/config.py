@@ -15,7 +15,6 @@ from stacks.base import (
     Layer,
     add_output,
     naming_parameters,
-    scanner_skips,
     string_parameter,
     typed_parameter,
 )
@@ -72,12 +71,9 @@ class ConfigLayer(Layer):
                 PasswordLength=API_KEY_LENGTH, ExcludePunctuation=True, IncludeSpace=False,
             ),
             # Retained: deleting the stack must not lock every client out with no way back.
+            # No automatic rotation: it needs a rotation Lambda and would cut clients off;
+            # rotation is the two-step key overlap in docs/operations.md.
             DeletionPolicy="Retain", UpdateReplacePolicy="Retain",
-            Metadata=scanner_skips(checkov={
-                "CKV2_AWS_57": "Automatic rotation needs a rotation Lambda and would cut "
-                "clients off; rotation is the documented two-step key overlap "
-                "(docs/operations.md), since the gateway accepts several keys at once.",
-            }),
         ))
 
         for item in SETTINGS:

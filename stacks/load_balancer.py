@@ -178,10 +178,6 @@ class LoadBalancerLayer(Layer):
             Metadata=scanner_skips(checkov={
                 "CKV_AWS_91": "Access logging is the AccessLogs parameter (true by default and "
                 "in every shipped params file); checkov cannot read the parameter.",
-                "CKV_AWS_150": "Deletion protection is the DeletionProtection parameter (on in "
-                "prod, off in dev so the stack can be torn down); checkov cannot read it.",
-                "CKV2_AWS_28": "WAF is the Waf parameter (on in prod); checkov cannot see the "
-                "conditional WebACLAssociation.",
             }),
         ))
 
@@ -295,8 +291,6 @@ class LoadBalancerLayer(Layer):
             Metadata=scanner_skips(checkov={
                 "CKV_AWS_18": "This is the access-log bucket itself; logging it into another "
                 "bucket would need a third for that one.",
-                "CKV_AWS_145": "ALB access logs can only be delivered to buckets encrypted with "
-                "SSE-S3 (AES256); SSE-KMS is not supported by ELB log delivery.",
             }),
         ))
         policy = t.add_resource(s3.BucketPolicy(
@@ -356,10 +350,8 @@ class LoadBalancerLayer(Layer):
                 managed(1, "AWSManagedRulesCommonRuleSet", overrides=("SizeRestrictions_BODY",)),
                 managed(2, "AWSManagedRulesKnownBadInputsRuleSet"),
             ],
-            Metadata=scanner_skips(checkov={
-                "CKV2_AWS_31": "WAF request logging is left to the operator (it needs an "
-                "aws-waf-logs-* destination and may capture prompts, which we do not log).",
-            }),
+            # No WAF request logging: it needs an aws-waf-logs-* destination and may capture
+            # prompts, which this project never logs. An operator can add it.
         ))
         t.add_resource(wafv2.WebACLAssociation(
             "WebAclAssociation", Condition="WafOn",

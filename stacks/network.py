@@ -137,6 +137,8 @@ class NetworkLayer(Layer):
 
         add_output(t, names.VPC_ID, Ref(vpc), "VPC ID")
         add_output(t, names.VPC_CIDR, GetAtt(vpc, "CidrBlock"), "VPC CIDR block")
+        add_output(t, names.SUBNET_AVAILABILITY_ZONES, Join(",", [Select(i, Ref(azs)) for i in range(n)]),
+                   "The AZs in use, in subnet order (the Auto Scaling group's AZs)")
         add_output(t, names.PUBLIC_SUBNET_IDS, Join(",", [Ref(s) for s in public_subnets]),
                    "Public subnet IDs, one per AZ, comma-separated (ALB)")
         add_output(t, names.PRIVATE_SUBNET_IDS, Join(",", [Ref(s) for s in private_subnets]),

@@ -24,6 +24,7 @@ from awacs.aws import (
     ArnEquals,
     ArnLike,
     Bool,
+    BoolIfExists,
     Condition,
     Deny,
     Policy,
@@ -131,6 +132,19 @@ def key_policy() -> Policy:
                 Action=[kms.Decrypt, kms.GenerateDataKey],
                 Resource=["*"],  # in a key policy "*" means this key
                 Condition=Condition(StringEquals("aws:SourceAccount", AccountId)),
+            ),
+            Statement(
+                # Only AWS services may create grants on the key (none of ours needs one, and a
+                # grant is a second path to the key). AWS Control Tower CT.KMS.PR.3.
+                Sid="DenyGrantsExceptForAwsServices",
+                Effect=Deny,
+                Principal=Principal("AWS", "*"),
+                Action=[kms.CreateGrant],
+                Resource=["*"],  # in a key policy "*" means this key
+                Condition=Condition(BoolIfExists({
+                    "kms:GrantIsForAWSResource": "false",
+                    "aws:PrincipalIsAWSService": "false",
+                })),
             ),
             Statement(
                 Sid="CloudWatchLogsForThisAccount",

@@ -107,7 +107,8 @@ class RootBuilder:
                         self._declare_root_only(needed, declare, layer.logical_id)
                     values[name] = expression
                 else:
-                    declare(name, _definition(parameter), layer.logical_id,
+                    definition = layer.root_definitions.get(name, _definition(parameter))
+                    declare(name, definition, layer.logical_id,
                             parameter.properties.get("Description", name))
                     values[name] = Ref(name)
 

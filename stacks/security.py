@@ -43,19 +43,15 @@ class SecurityLayer(Layer):
             ConstraintDescription="an IPv4 CIDR such as 0.0.0.0/0 or 203.0.113.0/24",
         )
 
-        def group(title: str, purpose: str, metadata: dict | None = None) -> ec2.SecurityGroup:
-            extra = {"Metadata": metadata} if metadata else {}
+        def group(title: str, purpose: str) -> ec2.SecurityGroup:
             return t.add_resource(ec2.SecurityGroup(
                 title, GroupDescription=purpose, VpcId=Ref(vpc_id),
                 SecurityGroupEgress=[cdk_style_no_egress()],
-                Tags=Tags(Name=Sub("${AWS::StackName}-" + title)), **extra,
+                Tags=Tags(Name=Sub("${AWS::StackName}-" + title)),
             ))
 
         alb = group("AlbSecurityGroup", "Load balancer: HTTPS in from clients, HTTP in for the "
-                    "redirect, out only to the gateway port of the tasks", metadata=scanner_skips(checkov={
-                        "CKV_AWS_260": "Port 80 is open only so the listener can answer 301 to "
-                        "HTTPS; the HTTP listener has no forward action (a test proves it).",
-                    }))
+                    "redirect, out only to the gateway port of the tasks")
         task = group("TaskSecurityGroup", "Gateway tasks: in from the load balancer on the "
                      "gateway port only (Ollama listens on loopback), out to HTTPS")
         instance = group("InstanceSecurityGroup", "GPU container instances: no ingress (SSM "
@@ -63,17 +59,21 @@ class SecurityLayer(Layer):
         endpoint = group("EndpointSecurityGroup", "Interface VPC endpoints: HTTPS in from the "
                          "VPC, no egress")
 
-        def rule(title, kind, group_, port, description, **peer):
+        def rule(title, kind, group_, port, description, metadata=None, **peer):
             cls = ec2.SecurityGroupIngress if kind == "in" else ec2.SecurityGroupEgress
+            extra = {"Metadata": metadata} if metadata else {}
             return t.add_resource(cls(
                 title, GroupId=GetAtt(group_, "GroupId"), IpProtocol="tcp", FromPort=port,
-                ToPort=port, Description=description, **peer,
+                ToPort=port, Description=description, **peer, **extra,
             ))
 
         rule("AlbIngressHttps", "in", alb, HTTPS, "HTTPS from allowed clients",
              CidrIp=Ref(alb_cidr))
         rule("AlbIngressHttp", "in", alb, HTTP, "HTTP from allowed clients, redirected to HTTPS",
-             CidrIp=Ref(alb_cidr))
+             CidrIp=Ref(alb_cidr), metadata=scanner_skips(checkov={
+                 "CKV_AWS_260": "Port 80 is open only so the listener can answer 301 to HTTPS; "
+                 "the HTTP listener has no forward action (a test proves it).",
+             }))
         rule("AlbEgressToTasks", "out", alb, GATEWAY_PORT, "To the gateway port of the tasks",
              DestinationSecurityGroupId=GetAtt(task, "GroupId"))
         rule("TaskIngressFromAlb", "in", task, GATEWAY_PORT, "Gateway port from the load "

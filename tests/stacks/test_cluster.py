@@ -42,11 +42,30 @@ def test_instances_get_no_public_ip_and_only_the_instance_group():
     assert launch_data()["Monitoring"] == {"Enabled": True}
 
 
-def test_ami_parameter_defaults_to_the_al2023_gpu_ami():
-    ami = cluster()["Parameters"]["GpuAmiId"]
-    assert ami["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
-    assert ami["Default"] == GPU_AMI_PARAMETER
-    assert "amazon-linux-2023/gpu" in ami["Default"]
+def test_ami_parameter_defaults_to_the_al2023_gpu_ami_resolved_by_root():
+    root = generated()["root.json"]["Parameters"]["GpuAmiId"]
+    assert root["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
+    assert root["Default"] == GPU_AMI_PARAMETER
+    assert "amazon-linux-2023/gpu" in root["Default"]
+    assert cluster()["Parameters"]["GpuAmiId"]["Type"] == "AWS::EC2::Image::Id"
+
+
+def test_no_nested_template_takes_an_ssm_typed_parameter():
+    # Root resolves SSM-typed parameters and passes the value; a nested stack would look the
+    # value up again as a parameter name and fail.
+    for name, template in generated().items():
+        if name == "root.json":
+            continue
+        for key, spec in template.get("Parameters", {}).items():
+            assert not spec["Type"].startswith("AWS::SSM::Parameter::Value"), f"{name}: {key}"
+
+
+def test_asg_spans_the_azs_of_its_subnets():
+    asg = props(cluster()["Resources"]["AutoScalingGroup"])
+    assert asg["AvailabilityZones"] == {"Ref": "SubnetAvailabilityZones"}
+    root = generated()["root.json"]["Resources"]["Cluster"]["Properties"]["Parameters"]
+    assert root["SubnetAvailabilityZones"] == {
+        "Fn::GetAtt": ["Network", "Outputs.SubnetAvailabilityZones"]}
 
 
 def test_instance_types_are_only_those_with_a_known_gpu_count():

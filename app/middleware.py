@@ -1,0 +1,235 @@
+"""Pure ASGI middleware (no BaseHTTPMiddleware: it hides client disconnects from streams).
+
+Order, outermost first (see app.factory.create_app):
+  RequestContextMiddleware  request id, security headers, one JSON log line, request metrics,
+                            last-resort 500 in the route's error shape
+  CORSMiddleware            only when GATEWAY_CORS_ORIGINS is set
+  AuthMiddleware            Bearer key on every route except the public ones (health, docs)
+  BodyLimitMiddleware       413 before parsing, counting bytes as they arrive
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+
+from app import logs
+from app.context import SCOPE_KEY, RequestInfo, info_of, request_id_from
+from app.errors import GatewayError, api_style, send_error
+from app.metrics import Metrics
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_OWN_HEADERS = {b"server", b"x-request-id", b"x-content-type-options", b"cache-control"}
+
+
+def _header(scope: Scope, name: bytes) -> list[bytes]:
+    return [value for key, value in scope.get("headers", []) if key.lower() == name]
+
+
+def _where(exc: BaseException) -> str:
+    """file:line of the innermost frame, for the operator's log (never for a response)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{last.filename}:{last.lineno}"
+
+
+class RequestContextMiddleware:
+    def __init__(
+        self, app: ASGIApp, *, routes: Collection[str], metrics: Metrics | None = None
+    ) -> None:
+        self.app = app
+        self.routes = routes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ids = _header(scope, b"x-request-id")
+        request_id = request_id_from(ids[0] if len(ids) == 1 else None)
+        path = scope["path"]
+        info = RequestInfo(
+            request_id=request_id,
+            method=scope["method"],
+            route=path if path in self.routes else "unmatched",
+            style=api_style(path),
+        )
+        scope[SCOPE_KEY] = info
+        own = [
+            (b"x-request-id", request_id.encode("ascii")),
+            (b"x-content-type-options", b"nosniff"),
+            (b"cache-control", b"no-store"),
+        ]
+
+        logged = False
+
+        def log_once() -> None:
+            nonlocal logged
+            if not logged:
+                logged = True
+                logs.access(info.log_fields())
+                if info.proxied and self.metrics is not None:
+                    self.metrics.request(info.duration_ms(), info.ttft_ms, info.output_tokens)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                info.status = message["status"]
+                info.response_started = True
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() not in _OWN_HEADERS
+                ]
+                message = {**message, "headers": headers + own}
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                info.response_complete = True
+                # Logged before the last bytes leave, so the line exists once the client has
+                # the whole response (and a log reader can rely on that ordering).
+                log_once()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as exc:
+            info.reason = info.reason or "internal_error"
+            logs.event("unhandled error", logging.ERROR, request_id=request_id,
+                       error=type(exc).__name__, where=_where(exc))
+            if not info.response_started:
+                error = GatewayError(500, "internal error", code="internal_error")
+                await send_error(send_with_headers, info.style, error, request_id)
+        finally:
+            log_once()
+
+
+def key_id(key: str) -> str:
+    """How a key appears in logs: a short sha256 prefix, never the key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+class AuthMiddleware:
+    """`Authorization: Bearer <key>` on every protected path; 401 without detail otherwise.
+
+    Protected = every route of the app except the public ones; a path that matches no route is
+    left to the router (404 for any method, with or without a key). The presented key is hashed
+    and the digest compared with hmac.compare_digest against every active key's digest, with no
+    early exit, so timing reveals neither which key matched nor how long the keys are. Keys in
+    the query string are never looked at.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        keys: Collection[str],
+        routes: Any,
+        disabled: bool = False,
+    ) -> None:
+        self.app = app
+        self.routes = routes  # app.factory.RouteTable: is_protected(path)
+        self.disabled = disabled
+        self.keys = [(hashlib.sha256(k.encode()).digest(), key_id(k)) for k in keys]
+
+    def _match(self, header_values: list[bytes]) -> str | None:
+        token = b""
+        if len(header_values) == 1:
+            scheme, _, rest = header_values[0].strip().partition(b" ")
+            if scheme.lower() == b"bearer":
+                token = rest.strip()
+        # Hash even an empty token so every path through here costs the same.
+        presented = hashlib.sha256(token).digest()
+        matched = None
+        for digest, ident in self.keys:
+            if hmac.compare_digest(presented, digest):
+                matched = ident
+        return matched if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.routes.is_protected(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        info = info_of(scope)
+        if self.disabled:
+            await self.app(scope, receive, send)
+            return
+        matched = self._match(_header(scope, b"authorization"))
+        if matched is None:
+            info.reason = "unauthorized"
+            error = GatewayError(401, "unauthorized", code="invalid_api_key",
+                                 headers=[("WWW-Authenticate", "Bearer")])
+            await send_error(send, info.style, error, info.request_id)
+            return
+        info.key_id = matched
+        await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """413 for a body over the limit: at once from Content-Length, else while counting chunks.
+
+    The body is read here in full (it is bounded by the limit) and replayed to the app; after
+    the replay, receive() is the server's again, so http.disconnect still reaches the app.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _too_large(self, send: Send, info: RequestInfo) -> None:
+        info.reason = "body_too_large"
+        error = GatewayError(413, f"request body larger than {self.max_bytes} bytes",
+                             code="request_too_large")
+        await send_error(send, info.style, error, info.request_id, close=True)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        info = info_of(scope)
+        lengths = _header(scope, b"content-length")
+        if lengths:
+            try:
+                declared = int(lengths[0])
+            except ValueError:
+                declared = self.max_bytes + 1
+            if declared > self.max_bytes:
+                await self._too_large(send, info)
+                return
+        chunks: list[bytes] = []
+        total = 0
+        # Bounded: every message but the last carries at least one byte, and bytes are capped.
+        for _ in range(self.max_bytes + 2):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                info.disconnected = True
+                info.reason = "client_disconnected"
+                return
+            body = message.get("body", b"")
+            total += len(body)
+            if total > self.max_bytes:
+                await self._too_large(send, info)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        else:
+            await self._too_large(send, info)
+            return
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

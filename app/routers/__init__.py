@@ -1,0 +1,1 @@
+"""One router per file: health (public), ollama (/api/*), openai (/v1/*)."""

@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` prints one table and writes bench/results/latest.json."""
