@@ -10,7 +10,7 @@ Two layers that declare the same root parameter differently fail generation, nam
 
 from __future__ import annotations
 
-from troposphere import Equals, GetAtt, Output, Parameter, Ref, Sub, Template
+from troposphere import Equals, GetAtt, Join, Output, Parameter, Ref, Sub, Template
 from troposphere.cloudformation import Stack
 
 from stacks import names
@@ -110,7 +110,10 @@ class RootBuilder:
                     definition = layer.root_definitions.get(name, _definition(parameter))
                     declare(name, definition, layer.logical_id,
                             parameter.properties.get("Description", name))
-                    values[name] = Ref(name)
+                    # Nested stack parameters are strings: AWS refuses a list-typed Ref there.
+                    # Join it; the child's List<...> type splits it again.
+                    is_list = definition["Type"].startswith(("List<", "CommaDelimitedList"))
+                    values[name] = Join(",", Ref(name)) if is_list else Ref(name)
 
             extra = {}
             if layer.root_condition:

@@ -52,6 +52,10 @@ def test_child_parameter_fed_by_output_of_the_same_name():
                 assert value["Fn::GetAtt"][1] == f"Outputs.{name}"
             elif "Ref" in value:
                 assert value["Ref"] == name and name in root()["Parameters"]
+                assert not root()["Parameters"][name]["Type"].startswith("List<")
+            elif "Fn::Join" in value:  # list parameters pass joined: nested values are strings
+                assert value["Fn::Join"] == [",", {"Ref": name}]
+                assert root()["Parameters"][name]["Type"].startswith("List<")
 
 
 def test_every_root_parameter_is_used():

@@ -1,0 +1,193 @@
+"""Run the real deploy steps against moto in server mode on 127.0.0.1, with no AWS account.
+
+The rehearsal starts the patched moto server (tests/rehearsal/moto_adapter.py) as a child
+process on a free port, runs `python -m tools.deploy bootstrap ENV` and
+`python -m tools.deploy deploy ENV --rehearsal` as subprocesses (the same commands
+`make bootstrap/deploy` run, so the AWS CLI's package and deploy run for real), and always stops
+the server. The tests then read what was created through the AWS APIs, as a user would.
+
+Two values are the rehearsal's own, because what they name exists only in the real account:
+when params/ENV.json asks for a DNS record, the rehearsal creates a Route 53 zone for the
+domain's parent in the emulator and passes its ID (`--parameter HostedZoneId=...`); when it
+names an existing certificate (CertificateArn), the rehearsal requests one in the emulator and
+passes that ARN instead.
+
+REHEARSAL_TEMPLATES=DIR rehearses templates from DIR instead of templates/;
+REHEARSAL_VERBOSE=1 (make rehearse) echoes every step's output as it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools import params as params_file
+
+REPO = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
+VERBOSE = os.environ.get("REHEARSAL_VERBOSE") == "1"
+
+
+def templates_dir() -> Path:
+    return Path(os.environ.get("REHEARSAL_TEMPLATES") or REPO / "templates")
+
+
+@contextmanager
+def moto_server(log_path: Path, start_timeout: float = 60):
+    """Start the patched moto server on 127.0.0.1 (free port); yield the port; always stop it."""
+    log = log_path.open("w")
+    process = subprocess.Popen(  # noqa: S603 (our own module, fixed argv)
+        [sys.executable, "-m", "tests.rehearsal.moto_adapter"], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        assert process.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(process.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + start_timeout
+        line = ""
+        while not line.startswith("PORT=") and time.monotonic() < deadline:
+            if process.poll() is not None:
+                break
+            if selector.select(timeout=0.5):
+                line = process.stdout.readline()
+        if not line.startswith("PORT="):
+            log.flush()
+            raise RuntimeError(f"moto server did not start: {log_path.read_text()[-2000:]}")
+        yield int(line.strip().split("=", 1)[1])
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def aws_environment(port: int) -> dict[str, str]:
+    """The environment of every step: fake credentials, the emulator, nothing from this machine."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update({
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+        # localhost, not 127.0.0.1: moto reads a nested TemplateURL only by that host name.
+        "AWS_ENDPOINT_URL": f"http://localhost:{port}",
+        "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true", "AWS_PAGER": "",
+    })
+    return env
+
+
+@dataclass
+class Step:
+    args: list[str]
+    returncode: int
+    output: str  # stdout and stderr, interleaved as printed
+
+
+@dataclass
+class Rehearsal:
+    env: str
+    workdir: Path
+    templates: Path = field(default_factory=templates_dir)
+    port: int = 0
+    steps: list[Step] = field(default_factory=list)
+    overrides: dict[str, str] = field(default_factory=dict)
+    _stack: ExitStack = field(default_factory=ExitStack)
+
+    @property
+    def params(self) -> dict[str, str]:
+        return params_file.load_env(self.env)
+
+    @property
+    def transcript(self) -> str:
+        return "\n".join(f"$ python -m tools.deploy {' '.join(s.args)}\n{s.output}"
+                         f"[exit {s.returncode}]" for s in self.steps)
+
+    def start(self) -> Rehearsal:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = self._stack.enter_context(moto_server(self.workdir / "moto.log"))
+        return self
+
+    def close(self) -> None:
+        self._stack.close()
+        (self.workdir / "transcript.log").write_text(self.transcript)
+
+    def __enter__(self) -> Rehearsal:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def client(self, service: str):
+        import boto3
+
+        return boto3.client(service, region_name=REGION, endpoint_url=f"http://localhost:{self.port}",
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def step(self, *args: str, timeout: float = 300) -> Step:
+        command = [sys.executable, "-m", "tools.deploy", *args]
+        if VERBOSE:
+            print(f"\n$ python -m tools.deploy {' '.join(args)}", flush=True)
+        process = subprocess.Popen(command, cwd=REPO, env=aws_environment(self.port),  # noqa: S603
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if VERBOSE:
+                print(line, end="", flush=True)
+        process.wait(timeout=timeout)
+        result = Step(list(args), process.returncode, "".join(lines))
+        self.steps.append(result)
+        return result
+
+    def prepare_account(self) -> None:
+        """Stand-ins for what the params file expects to exist in the account already: the
+        Route 53 zone of DomainName's parent, and an existing certificate (CertificateArn)."""
+        values = self.params
+        domain = values.get("DomainName", "")
+        if values.get("CreateDnsRecord") == "true" and domain and "HostedZoneId" in values:
+            parent = domain.split(".", 1)[1] if domain.count(".") > 1 else domain
+            zone = self.client("route53").create_hosted_zone(
+                Name=parent, CallerReference=f"rehearsal-{self.env}")["HostedZone"]["Id"]
+            self.overrides["HostedZoneId"] = zone.rsplit("/", 1)[-1]
+        if values.get("CertificateArn"):
+            self.overrides["CertificateArn"] = self.client("acm").request_certificate(
+                DomainName=domain or "rehearsal.example.com",
+                ValidationMethod="DNS")["CertificateArn"]
+
+    def deploy_args(self) -> list[str]:
+        args = ["deploy", self.env, "--rehearsal", "--templates", str(self.templates)]
+        for key, value in self.overrides.items():
+            args += ["--parameter", f"{key}={value}"]
+        return args
+
+    def run(self) -> Rehearsal:
+        """bootstrap then deploy; stops at the first failing step."""
+        self.prepare_account()
+        if self.step("bootstrap", self.env, "--templates", str(self.templates)).returncode == 0:
+            self.step(*self.deploy_args())
+        return self
+
+    @property
+    def succeeded(self) -> bool:
+        return len(self.steps) >= 2 and all(s.returncode == 0 for s in self.steps[:2])
+
+
+def copy_templates(source: Path, destination: Path) -> Path:
+    shutil.copytree(source, destination)
+    return destination
+
+
+def load_template(directory: Path, name: str) -> dict:
+    return json.loads((directory / name).read_text())
