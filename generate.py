@@ -11,9 +11,7 @@ No AWS call is made. Output is byte-identical on every run (sorted keys, fixed i
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
@@ -23,6 +21,7 @@ from stacks import build_all  # noqa: E402
 from stacks.base import to_json  # noqa: E402
 from stacks.root import WiringError  # noqa: E402
 from stacks.settings import GenerationSettings, SettingsError  # noqa: E402
+from tools.files import write_atomically  # noqa: E402
 
 DEFAULT_OUT = REPO / "templates"
 DEFAULT_SETTINGS = REPO / "generation.toml"
@@ -45,21 +44,13 @@ def stale(rendered: dict[str, str], out: Path) -> list[str]:
 
 
 def write(rendered: dict[str, str], out: Path) -> list[str]:
-    """Write every template atomically (temp file + rename): no half-written template."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write every changed template atomically (temp file + rename): no half-written template."""
     changed = []
     for name, text in rendered.items():
         path = out / name
         if path.is_file() and path.read_text() == text:
             continue
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(path, text)
         changed.append(name)
     return changed
 

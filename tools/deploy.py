@@ -41,6 +41,7 @@ from app.contract import TIMEOUTS
 from stacks import names
 from tools import params as params_file
 from tools import stackwatch
+from tools.files import write_atomically
 from tools.stackwatch import say
 
 REPO = Path(__file__).resolve().parent.parent
@@ -335,18 +336,6 @@ def run_cli(arguments: list[str], target: Target, what: str,
 
 def display(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run_local(command: list[str], what: str, stdin: str | None = None,
