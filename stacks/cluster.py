@@ -152,11 +152,16 @@ class ClusterLayer(Layer):
         t.add_resource(autoscaling.WarmPool(
             "WarmPool", Condition="WarmPoolOn",
             AutoScalingGroupName=Ref(group_), PoolState="Stopped", MinSize=Ref(warm_min),
-            InstanceReusePolicy=autoscaling.InstanceReusePolicy(ReuseOnScaleIn=True),
+            # Unset, the pool would hold max - desired instances; capped like this it holds
+            # WarmPoolMinSize. No InstanceReusePolicy: ECS does not support ReuseOnScaleIn.
+            MaxGroupPreparedCapacity=Ref(warm_min),
         ))
 
         provider = t.add_resource(ecs.CapacityProvider(
             "CapacityProvider",
+            # Explicit: a generated name starts with the stack name, and ECS refuses names
+            # that start with aws, ecs or fargate.
+            Name=Sub("gpu-${ProjectName}-${EnvironmentName}"),
             AutoScalingGroupProvider=ecs.AutoScalingGroupProvider(
                 AutoScalingGroupArn=Ref(group_),
                 ManagedScaling=ecs.ManagedScaling(

@@ -64,8 +64,12 @@ ELB_LOG_ACCOUNTS = {
     **{region: SERVICE_PRINCIPAL for region in (
         "ap-south-2", "ap-southeast-4", "ap-southeast-5", "ap-southeast-7", "eu-south-2",
         "eu-central-2", "me-central-1", "il-central-1", "ca-west-1", "mx-central-1",
+        "ap-east-2", "ap-southeast-6",
     )},
 }
+
+CRS_COUNT_ONLY = ("SizeRestrictions_BODY", "CrossSiteScripting_BODY", "GenericLFI_BODY",
+                  "GenericRFI_BODY", "EC2MetaDataSSRF_BODY", "NoUserAgent_HEADER")
 
 # Parameters of this layer (root passes them through from params/<env>.json).
 SCHEME = "LoadBalancerScheme"
@@ -170,8 +174,9 @@ class LoadBalancerLayer(Layer):
                 _attr("routing.http2.enabled", "true"),
                 _attr("deletion_protection.enabled", Ref(DELETION_PROTECTION)),
                 _attr("access_logs.s3.enabled", Ref(ACCESS_LOGS)),
-                _attr("access_logs.s3.bucket", If("AccessLogsOn", Ref(bucket), "")),
-                _attr("access_logs.s3.prefix", If("AccessLogsOn", ACCESS_LOG_PREFIX, "")),
+                # ELB refuses an empty bucket value even with logs off: leave both keys out.
+                If("AccessLogsOn", _attr("access_logs.s3.bucket", Ref(bucket)), NoValue),
+                If("AccessLogsOn", _attr("access_logs.s3.prefix", ACCESS_LOG_PREFIX), NoValue),
             ],
             # The ALB checks it may write to the bucket when access logs are turned on.
             DependsOn=[bucket_ready.title],
@@ -345,9 +350,11 @@ class LoadBalancerLayer(Layer):
                         AggregateKeyType="IP", Limit=Ref(WAF_RATE_LIMIT))),
                     VisibilityConfig=visibility("rate-per-ip"),
                 ),
-                # SizeRestrictions_BODY blocks bodies over 8 KB, which long prompts exceed;
-                # the gateway enforces its own body limit, so that one rule only counts.
-                managed(1, "AWSManagedRulesCommonRuleSet", overrides=("SizeRestrictions_BODY",)),
+                # The common rule set's body rules would block ordinary prompts: over 8 KB
+                # (SizeRestrictions_BODY), or about code, paths, URLs or the metadata address
+                # (XSS/LFI/RFI/SSRF). Those only count; the gateway bounds bodies itself. SDK
+                # clients may send no User-Agent, so that rule only counts too.
+                managed(1, "AWSManagedRulesCommonRuleSet", overrides=CRS_COUNT_ONLY),
                 managed(2, "AWSManagedRulesKnownBadInputsRuleSet"),
             ],
             # No WAF request logging: it needs an aws-waf-logs-* destination and may capture

@@ -124,14 +124,25 @@ def key_policy() -> Policy:
                 Resource=["*"],  # in a key policy "*" means this key
             ),
             Statement(
-                # CloudWatch alarms and EventBridge publish to the encrypted alarm topic; the
-                # AWS-managed SNS key cannot grant them that, so the topic uses this key.
-                Sid="AlarmPublishersForThisAccount",
+                # CloudWatch alarms publish to the encrypted alarm topic; the AWS-managed SNS
+                # key cannot grant them that, so the topic uses this key.
+                Sid="AlarmsPublishForThisAccount",
                 Effect=Allow,
-                Principal=Principal("Service", ["cloudwatch.amazonaws.com", "events.amazonaws.com"]),
+                Principal=Principal("Service", "cloudwatch.amazonaws.com"),
                 Action=[kms.Decrypt, kms.GenerateDataKey],
                 Resource=["*"],  # in a key policy "*" means this key
                 Condition=Condition(StringEquals("aws:SourceAccount", AccountId)),
+            ),
+            Statement(
+                # EventBridge (the placement-failure rule) publishes to the same topic. SNS
+                # documents that aws:SourceAccount/SourceArn are not supported in the key policy
+                # for EventBridge-to-encrypted-topic delivery; the topic policy scopes it to
+                # this stack's rule instead.
+                Sid="EventBridgePublishes",
+                Effect=Allow,
+                Principal=Principal("Service", "events.amazonaws.com"),
+                Action=[kms.Decrypt, kms.GenerateDataKey],
+                Resource=["*"],  # in a key policy "*" means this key
             ),
             Statement(
                 # Only AWS services may create grants on the key (none of ours needs one, and a

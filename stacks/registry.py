@@ -15,8 +15,9 @@ from stacks import names
 from stacks.base import Layer, add_output, string_parameter
 
 IMAGES = ("gateway", "ollama")
-# Images with a baked model are several GB: keep a few releases to roll back to, no more.
-KEEP_TAGGED_IMAGES = 10
+# Images with a baked model are several GB, but a task definition in use must never lose its
+# image (new instances could not start it): keep the last 30 releases (docs/operations.md).
+KEEP_TAGGED_IMAGES = 30
 UNTAGGED_EXPIRY_DAYS = 1
 
 

@@ -130,10 +130,17 @@ def test_instance_role_has_exactly_the_two_managed_policies_and_ec2_trust():
     assert "Condition" not in statement, "EC2 sends no aws:SourceAccount"
 
 
-def test_warm_pool_is_optional_and_stopped():
+def test_warm_pool_is_optional_stopped_capped_and_not_reused_on_scale_in():
     pool = cluster()["Resources"]["WarmPool"]
     assert pool["Condition"] == "WarmPoolOn"
     assert props(pool)["PoolState"] == "Stopped"
+    assert props(pool)["MaxGroupPreparedCapacity"] == {"Ref": "WarmPoolMinSize"}
+    assert "InstanceReusePolicy" not in props(pool), "ECS does not support ReuseOnScaleIn"
+
+
+def test_capacity_provider_name_avoids_reserved_prefixes():
+    name = props(cluster()["Resources"]["CapacityProvider"])["Name"]["Fn::Sub"]
+    assert not name.lower().startswith(("aws", "ecs", "fargate"))
 
 
 def test_no_launch_configuration_anywhere():

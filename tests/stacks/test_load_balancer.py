@@ -27,9 +27,19 @@ def listener(port: int) -> dict:
     return found[0]
 
 
-def alb_attributes() -> dict:
+def alb_attributes(access_logs: bool = True) -> dict:
+    """The ALB's attributes with the AccessLogsOn condition resolved."""
     alb = resources(lb(), "AWS::ElasticLoadBalancingV2::LoadBalancer")["LoadBalancer"]
-    return {a["Key"]: a["Value"] for a in props(alb)["LoadBalancerAttributes"]}
+    found = {}
+    for item in props(alb)["LoadBalancerAttributes"]:
+        if "Fn::If" in item:
+            condition, when_true, when_false = item["Fn::If"]
+            assert condition == "AccessLogsOn"
+            item = when_true if access_logs else when_false
+            if item == {"Ref": "AWS::NoValue"}:
+                continue
+        found[item["Key"]] = item["Value"]
+    return found
 
 
 def target_group() -> dict:
@@ -95,6 +105,15 @@ def test_alb_hardening_attributes_are_explicit():
     assert attributes["routing.http2.enabled"] == "true"
     assert attributes["deletion_protection.enabled"] == {"Ref": "DeletionProtection"}
     assert attributes["access_logs.s3.enabled"] == {"Ref": "AccessLogs"}
+    assert attributes["access_logs.s3.bucket"] == {"Ref": "AccessLogBucket"}
+
+
+def test_with_access_logs_off_no_empty_bucket_attribute_is_sent():
+    # ELB refuses an empty access_logs.s3.bucket even when logging is disabled.
+    attributes = alb_attributes(access_logs=False)
+    assert "access_logs.s3.bucket" not in attributes
+    assert "access_logs.s3.prefix" not in attributes
+    assert all(value != "" for value in attributes.values())
 
 
 def test_subnets_follow_the_scheme():
@@ -201,8 +220,11 @@ def test_waf_counts_the_body_size_rule_and_limits_rate_per_ip():
     rate = rules["rate-per-ip"]["Statement"]["RateBasedStatement"]
     assert rate == {"AggregateKeyType": "IP", "Limit": {"Ref": "WafRateLimit"}}
     common = rules["AWSManagedRulesCommonRuleSet"]["Statement"]["ManagedRuleGroupStatement"]
-    assert common["RuleActionOverrides"] == [
-        {"Name": "SizeRestrictions_BODY", "ActionToUse": {"Count": {}}}]
+    counted = {o["Name"] for o in common["RuleActionOverrides"]
+               if o["ActionToUse"] == {"Count": {}}}
+    # Body rules that ordinary prompts trip (long, or about code, paths, URLs) only count.
+    assert counted == {"SizeRestrictions_BODY", "CrossSiteScripting_BODY", "GenericLFI_BODY",
+                       "GenericRFI_BODY", "EC2MetaDataSSRF_BODY", "NoUserAgent_HEADER"}
     assert lb()["Resources"]["WebAclAssociation"]["Condition"] == "WafOn"
 
 

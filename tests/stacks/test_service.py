@@ -320,9 +320,12 @@ def test_alarm_topic_is_encrypted_with_a_key_its_publishers_may_use():
     topic = props(service_template()["Resources"]["AlarmTopic"])
     assert topic["KmsMasterKeyId"] == {"Ref": "KmsKeyArn"}
     key_policy = props(generated()["config.json"]["Resources"]["KmsKey"])["KeyPolicy"]
-    publishers = [s for s in key_policy["Statement"] if s["Sid"] == "AlarmPublishersForThisAccount"]
-    assert publishers[0]["Principal"]["Service"] == ["cloudwatch.amazonaws.com",
-                                                     "events.amazonaws.com"]
+    by_sid = {s["Sid"]: s for s in key_policy["Statement"]}
+    alarms, rule = by_sid["AlarmsPublishForThisAccount"], by_sid["EventBridgePublishes"]
+    assert alarms["Principal"]["Service"] == "cloudwatch.amazonaws.com"
+    assert alarms["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+    # SNS: no aws:Source* condition in the key policy for EventBridge to an encrypted topic.
+    assert rule["Principal"]["Service"] == "events.amazonaws.com" and "Condition" not in rule
 
 
 def test_image_uris_are_built_by_root_from_prefix_and_tag():
