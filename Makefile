@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt app/requirements.tx
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell cat security/requirements-checkov.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help venv generate check lint test clean rollout-check security
+.PHONY: help venv generate check lint test clean rollout-check security bench
 
 help:
 	@echo "make generate   set up .venv and write templates/*.json"
@@ -17,6 +17,7 @@ help:
 	@echo "make lint-containers   hadolint, shellcheck, compose schema + docker-compose config"
 	@echo "make security   checkov, Control Tower guard rules and own rules (part of make test)"
 	@echo "make rehearse   bootstrap + deploy against moto on 127.0.0.1, no AWS (part of make test)"
+	@echo "make bench      benchmarks: generation time, gateway overhead (a few minutes; README, Benchmarks)"
 	@echo "make bootstrap|images|preview|deploy|teardown ENV=<env>   the deploy path (README, Deploy)"
 
 venv: $(STAMP)
@@ -55,6 +56,10 @@ test: $(STAMP) security
 
 rollout-check: $(STAMP)
 	$(PY) -m tools.rollout
+
+# Measured, never asserted; not part of `make test`. Figures on stdout and bench/results/.
+bench: $(STAMP)
+	$(PY) -m bench.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -2,9 +2,10 @@
 
 One ProxyCall serves one request. Three things run at once and the first to finish decides:
 
-  work      take a concurrency slot (generations only), call Ollama, relay the answer
-  watcher   wait for http.disconnect from the client
-  deadline  the drain deadline (app.drain)
+  work      take a concurrency slot (generations only), call Ollama, relay the answer; it runs
+            in the request's own task, which the other two cancel (saying why)
+  watcher   wait for http.disconnect from the client (a task)
+  deadline  the drain deadline (app.drain; a future)
 
 A client that goes away - while queued, during time to first token, mid-stream, or while a
 non-streaming answer is being generated - cancels `work`, whose cleanup closes the upstream
@@ -38,7 +39,6 @@ SSE = "text/event-stream"
 JSON = "application/json"
 MAX_UPSTREAM_BODY = 64 * 1024 * 1024
 _MAX_TRACKED_LINE = 1024 * 1024
-_CANCEL_WAIT_SECONDS = 5.0
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
@@ -50,11 +50,6 @@ async def _wait_for_disconnect(receive: Receive) -> None:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
-
-
-async def _stop(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    await asyncio.wait({task}, timeout=_CANCEL_WAIT_SECONDS)
 
 
 class _Downstream:
@@ -82,7 +77,7 @@ class _Downstream:
         })
 
     async def write(self, chunk: bytes) -> None:
-        self.tail = (self.tail + chunk)[-2:]
+        self.tail = chunk[-2:] if len(chunk) >= 2 else (self.tail + chunk)[-2:]
         await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     async def finish(self) -> None:
@@ -124,6 +119,12 @@ class _Downstream:
         await self.finish()
 
 
+def _has_marker(data: bytes, end: int) -> bool:
+    """A line worth a JSON parse: Ollama's final object, an OpenAI usage block, an error."""
+    return (data.find(b'"done":true', 0, end) >= 0 or data.find(b'"done": true', 0, end) >= 0
+            or data.find(b'"usage"', 0, end) >= 0 or data.find(b'"error"', 0, end) >= 0)
+
+
 class _UsageTracker:
     """Finds the token counts Ollama reports, without parsing every line of a stream."""
 
@@ -136,15 +137,17 @@ class _UsageTracker:
     def feed(self, chunk: bytes) -> None:
         if not self.enabled:
             return
-        data = self.partial + chunk
-        lines = data.split(b"\n")
-        self.partial = lines.pop()
+        data = self.partial + chunk if self.partial else chunk
+        end = data.rfind(b"\n") + 1  # complete lines are data[:end]; 0 when there is none
+        self.partial = data[end:]
         if len(self.partial) > _MAX_TRACKED_LINE:
             self.enabled = False  # a pathological line: stop looking, keep relaying
-        for line in lines:
-            if b'"done":true' in line or b'"done": true' in line or b'"usage"' in line \
-                    or b'"error"' in line:
-                self._line(line)
+            self.partial = b""
+        # Most chunks carry one token and no marker: a scan for each marker, no split, no copy.
+        if end and _has_marker(data, end):
+            for line in data[:end].split(b"\n"):
+                if _has_marker(line, len(line)):
+                    self._line(line)
 
     def _line(self, line: bytes) -> None:
         if self.sse:
@@ -209,38 +212,47 @@ class ProxyCall(Response):
         info.proxied = self.generation
         down = _Downstream(send, info, self._stream_format(info))
         drain = self.gateway.drain
-        work = asyncio.create_task(self._work(down, info))
+        # `work` runs in this task (no task of its own: one hop less of the event loop before
+        # the upstream request goes out); the watcher and the deadline cancel it, saying why.
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        why: list[str] = []
+        ended = False
+
+        def interrupt(reason: str) -> None:
+            if not ended and not why:
+                why.append(reason)
+                task.cancel()
+
         watcher = asyncio.create_task(_wait_for_disconnect(receive))
+        watcher.add_done_callback(lambda t: t.cancelled() or interrupt("client"))
         deadline = drain.watch()
+        deadline.add_done_callback(lambda f: f.cancelled() or interrupt("deadline"))
         try:
-            done, _ = await asyncio.wait({work, watcher, deadline},
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if work in done:
-                work.result()
-            elif watcher in done:
+            await self._work(down, info)
+        except asyncio.CancelledError:
+            if not why or task.uncancel() > cancelling:
+                # The server cancelled the request (its own graceful-shutdown limit ran out
+                # before ours, which should not happen): still try to end the stream with an
+                # error. (_work's cleanup has run: the slot is free, the upstream closed.)
+                info.reason = info.reason or "cancelled_by_server"
+                with contextlib.suppress(Exception):
+                    await down.fail(GatewayError(503, "the gateway is shutting down",
+                                                 code="shutting_down"))
+                raise
+            if why[0] == "client":
                 info.disconnected = True
                 info.reason = "client_disconnected"
-                await _stop(work)
             else:
                 info.reason = "cut_at_shutdown"
-                await _stop(work)
                 await down.fail(GatewayError(
                     503, "the gateway is shutting down: the stream was cut at the end of the "
                     "grace period", code="shutting_down"))
-        except asyncio.CancelledError:
-            # The server cancelled the request (its own graceful-shutdown limit ran out before
-            # ours, which should not happen): still try to end the stream with an error.
-            work.cancel()
-            info.reason = info.reason or "cancelled_by_server"
-            with contextlib.suppress(Exception):
-                await down.fail(GatewayError(503, "the gateway is shutting down",
-                                             code="shutting_down"))
-            raise
         finally:
+            ended = True
             watcher.cancel()
             drain.unwatch(deadline)
-            if not work.done():
-                work.cancel()
 
     async def _work(self, down: _Downstream, info: RequestInfo) -> None:
         gateway = self.gateway
@@ -306,19 +318,94 @@ class ProxyCall(Response):
                                code="upstream_error", reason="upstream_empty")
         info.first_byte = time.perf_counter()
         await down.start_stream()
-        ping = self.gateway.settings.stream_ping_seconds if down.format == SSE else None
-        # Bounded: each pass relays bytes or a ping, and the upstream total timeout ends it.
-        while chunk:
-            tracker.feed(chunk)
-            await down.write(chunk)
-            while True:
-                if ping is None or not down.at_event_boundary:
-                    chunk = await upstream.read_chunk()
-                    break
-                try:
-                    async with asyncio.timeout(ping):
-                        chunk = await upstream.read_chunk()
-                    break
-                except TimeoutError:
-                    await down.write(b": ping\n\n")
+        if down.format != SSE:
+            # Bounded: each pass relays bytes, and the upstream total timeout ends it.
+            while chunk:
+                tracker.feed(chunk)
+                await down.write(chunk)
+                chunk = await upstream.read_chunk()
+            await down.finish()
+            return
+        pings = _Pings(self.gateway.settings.stream_ping_seconds)
+        try:
+            # Bounded: each pass relays bytes or a ping, and the upstream total timeout ends it.
+            while chunk:
+                tracker.feed(chunk)
+                await down.write(chunk)
+                pings.touch()
+                while True:
+                    try:
+                        chunk = await pings.read(upstream, down.at_event_boundary)
+                        break
+                    except asyncio.CancelledError:
+                        if not pings.fired():
+                            raise
+                        await down.write(b": ping\n\n")
+                        pings.touch()
+        finally:
+            pings.close()
         await down.finish()
+
+
+class _Pings:
+    """When to send `: ping` on an SSE stream: after `interval` s without a byte sent, and only
+    while waiting for Ollama at an event boundary.
+
+    The same as wrapping each upstream read in asyncio.timeout(interval) (the read is cancelled,
+    nothing is lost: the bytes stay in aiohttp's buffer), without arming and cancelling a timer
+    per chunk: one timer per stream, which, when it comes due early (bytes went out since it
+    was set), sets itself again for `interval` after the last byte.
+    """
+
+    _SLACK = 0.001  # the loop may run a timer this much early (its clock resolution)
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.cancelling = task.cancelling()
+        self.last = self.loop.time()
+        self.waiting = False  # in read(), at an event boundary: the only time a ping may go
+        self.due = False  # this timer cancelled the task for a ping
+        self.handle: asyncio.TimerHandle | None = self.loop.call_at(
+            self.last + interval, self._expired)
+
+    def touch(self) -> None:
+        """Bytes went out now."""
+        self.last = self.loop.time()
+        if self.handle is None:  # after a ping: set the timer again
+            self.handle = self.loop.call_at(self.last + self.interval, self._expired)
+
+    def _expired(self) -> None:
+        now = self.loop.time()
+        when = self.last + self.interval
+        if self.waiting and now + self._SLACK >= when:
+            self.handle = None
+            self.due = True
+            self.task.cancel()
+            return
+        # Early (bytes went out since), or not waiting at a boundary: look again later.
+        self.handle = self.loop.call_at(max(when, now + self.interval * (not self.waiting)),
+                                        self._expired)
+
+    async def read(self, upstream: UpstreamResponse, at_event_boundary: bool) -> bytes:
+        self.waiting = at_event_boundary
+        try:
+            return await upstream.read_chunk()
+        finally:
+            self.waiting = False
+
+    def fired(self) -> bool:
+        """After a CancelledError in read(): True if it was (only) this timer's, for a ping."""
+        if not self.due:
+            return False
+        self.due = False
+        # Another cancellation on top of ours (client gone, drain deadline) wins.
+        return self.task.uncancel() <= self.cancelling
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None

@@ -140,6 +140,8 @@ class Upstream:
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self.timeouts, auto_decompress=False,
+                # Ollama sets no cookies, and a proxy must not replay one client's to the next.
+                cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent",), headers={"User-Agent": "llm-gateway"},
             )
             self._loop = loop

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -83,3 +84,18 @@ def test_cors_when_origins_are_set(in_process):
     other = client.options("/v1/chat/completions",
                            headers={"Origin": "https://evil.example", **preflight})
     assert "access-control-allow-origin" not in other.headers
+
+
+@pytest.mark.slow
+def test_the_server_entry_point_tunes_the_garbage_collector():
+    """app.main (uvicorn's import) freezes what start-up built and raises the young threshold;
+    create_app alone (the tests) leaves the collector as it is."""
+    probe = ("import gc; before = gc.get_threshold(); import app.main; "
+             "print(before, gc.get_threshold(), gc.get_freeze_count() > 10000)")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")},
+           "GATEWAY_API_KEYS": "k" * 32}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.split("\n")[-2] == "(700, 10, 10) (7000, 10, 10) True"
+    create_app(gateway_settings(UNUSED_UPSTREAM))
+    assert gc.get_threshold() == (700, 10, 10)
