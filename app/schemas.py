@@ -239,11 +239,16 @@ class OpenAIChatChoice(_Response):
     finish_reason: str | None = None
 
 
-class OpenAIChatCompletion(_Response):
+class _OpenAIResult(_Response):
+    """The envelope every OpenAI completion shares."""
+
     id: str
     object: str
     created: int
     model: str
+
+
+class OpenAIChatCompletion(_OpenAIResult):
     choices: list[OpenAIChatChoice]
     usage: OpenAIUsage | None = None
 
@@ -254,11 +259,7 @@ class OpenAICompletionChoice(_Response):
     finish_reason: str | None = None
 
 
-class OpenAICompletion(_Response):
-    id: str
-    object: str
-    created: int
-    model: str
+class OpenAICompletion(_OpenAIResult):
     choices: list[OpenAICompletionChoice]
     usage: OpenAIUsage | None = None
 

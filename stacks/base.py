@@ -6,6 +6,7 @@ import json
 
 from troposphere import Output, Parameter, Template
 
+from app.contract import setting
 from stacks import names
 from stacks.settings import GenerationSettings
 
@@ -75,6 +76,22 @@ def naming_parameters(template: Template) -> tuple[Parameter, Parameter]:
         AllowedPattern=NAME_PATTERN,
         ConstraintDescription="lowercase letters, digits and -, at most 31")
     return project, environment
+
+
+def model_parameters(template: Template) -> tuple[Parameter, Parameter]:
+    """ModelName and OllamaNumParallel, declared alike by the config and service layers."""
+    model = string_parameter(
+        template, names.MODEL_NAME, "Ollama model the service serves (name:tag); the Ollama "
+        "image must be built with the same name",
+        Default=setting("GATEWAY_MODELS").default_text,
+        AllowedPattern=r"^[a-z0-9][a-z0-9._:/-]{0,127}$",
+        ConstraintDescription="an Ollama model name such as llama3.2:1b")
+    parallel = template.add_parameter(Parameter(
+        names.OLLAMA_NUM_PARALLEL, Type="Number",
+        Description="Requests one Ollama serves at once (OLLAMA_NUM_PARALLEL); the gateway's "
+                    "concurrency bound per task",
+        Default=setting("GATEWAY_MAX_CONCURRENCY").default, MinValue=1, MaxValue=32))
+    return model, parallel
 
 
 def log_retention_parameter() -> Parameter:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from troposphere import GetAtt, Ref, Sub, kms, secretsmanager, ssm
 
-from app.contract import DEFAULT_OLLAMA_PARALLEL, SETTINGS, Source, setting
+from app.contract import SETTINGS, Source
 from stacks import names, policies
 from stacks.base import (
     Layer,
     add_output,
+    model_parameters,
     naming_parameters,
-    string_parameter,
-    typed_parameter,
 )
 
 API_KEY_LENGTH = 48
@@ -35,19 +34,8 @@ class ConfigLayer(Layer):
     def build(self):
         t = self.new_template()
         naming_parameters(t)
-        root_values = {
-            names.MODEL_NAME: string_parameter(
-                t, names.MODEL_NAME, "Ollama model the service serves (name:tag); the Ollama "
-                "image must be built with the same name",
-                Default=setting("GATEWAY_MODELS").default_text,
-                AllowedPattern=r"^[a-z0-9][a-z0-9._:/-]{0,127}$",
-                ConstraintDescription="an Ollama model name such as llama3.2:1b"),
-            names.OLLAMA_NUM_PARALLEL: typed_parameter(
-                t, names.OLLAMA_NUM_PARALLEL, "Number",
-                "Requests one Ollama serves at once (OLLAMA_NUM_PARALLEL); the gateway's "
-                "concurrency bound per task", Default=DEFAULT_OLLAMA_PARALLEL, MinValue=1,
-                MaxValue=32),
-        }
+        model, parallel = model_parameters(t)
+        root_values = {names.MODEL_NAME: model, names.OLLAMA_NUM_PARALLEL: parallel}
 
         key = t.add_resource(kms.Key(
             "KmsKey", Description=Sub("${ProjectName}-${EnvironmentName}: log groups and the "

@@ -47,6 +47,7 @@ from stacks.base import (
     add_output,
     boolean_parameter,
     log_retention_parameter,
+    model_parameters,
     naming_parameters,
     string_parameter,
     typed_parameter,
@@ -54,6 +55,8 @@ from stacks.base import (
 from stacks.gpu import SERVICE_DEFAULTS
 
 GATEWAY = "gateway"
+# Explicit, so the gateway's metric dimension (and the dashboard) can name it without a cycle.
+SERVICE_NAME = "${ProjectName}-${EnvironmentName}-gateway"
 OLLAMA = "ollama"
 # Both images create this user (app/Dockerfile, ollama/Dockerfile); tasks never run as root.
 CONTAINER_USER = "10001:10001"
@@ -127,15 +130,7 @@ class ServiceLayer(Layer):
                 output = names.setting_parameter_output(item.env)
                 typed_parameter(t, output, "String", f"ARN of the SSM parameter of {item.env}")
                 self.parameter_arns[item.env] = Ref(output)
-        string_parameter(t, names.MODEL_NAME, "Ollama model served (name:tag)",
-                         Default=setting("GATEWAY_MODELS").default_text,
-                         AllowedPattern=r"^[a-z0-9][a-z0-9._:/-]{0,127}$",
-                         ConstraintDescription="an Ollama model name such as llama3.2:1b")
-        typed_parameter(t, names.OLLAMA_NUM_PARALLEL, "Number",
-                        "Requests one Ollama serves at once (OLLAMA_NUM_PARALLEL); the "
-                        "gateway's concurrency bound per task",
-                        Default=setting("GATEWAY_MAX_CONCURRENCY").default, MinValue=1,
-                        MaxValue=32)
+        model_parameters(t)
         t.add_parameter(log_retention_parameter())
         typed_parameter(t, OLLAMA_MEMORY, "Number", "Hard memory limit of the Ollama container "
                         "(MiB); leave room for the agent and the gateway", Default=14336,
@@ -214,8 +209,7 @@ class ServiceLayer(Layer):
 
     @staticmethod
     def _service_name() -> Sub:
-        # Explicit, so the gateway's metric dimension can name it without a cycle.
-        return Sub("${ProjectName}-${EnvironmentName}-gateway")
+        return Sub(SERVICE_NAME)
 
     @staticmethod
     def _resource_label() -> Join:
@@ -521,8 +515,7 @@ class DashboardBody(AWSHelperFn):
     def __init__(self) -> None:
         region = "${AWS::Region}"
         lb, tg = "${LoadBalancerFullName}", "${TargetGroupFullName}"
-        service = ["ClusterName", "${ClusterName}", "ServiceName",
-                   "${ProjectName}-${EnvironmentName}-gateway"]
+        service = ["ClusterName", "${ClusterName}", "ServiceName", SERVICE_NAME]
 
         def widget(title, metrics, x, y, stat="Sum"):
             return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6,

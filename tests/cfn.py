@@ -21,10 +21,6 @@ def generated(az_count: int = 2) -> dict[str, dict]:
     return {name: json.loads(json.dumps(t.to_dict())) for name, t in built.items()}
 
 
-def committed() -> dict[str, dict]:
-    return {p.name: json.loads(p.read_text()) for p in sorted(TEMPLATES_DIR.glob("*.json"))}
-
-
 def resources(template: dict, type_: str | None = None) -> dict[str, dict]:
     return {
         name: body for name, body in template.get("Resources", {}).items()
@@ -45,16 +41,6 @@ def walk(node, path=()) -> Iterator[tuple[tuple, object]]:
     elif isinstance(node, list):
         for index, value in enumerate(node):
             yield from walk(value, path + (index,))
-
-
-def ref_name(value) -> str | None:
-    """The logical ID a {"Ref": X} or {"Fn::GetAtt": [X, ...]} points to, else None."""
-    if isinstance(value, dict):
-        if "Ref" in value:
-            return value["Ref"]
-        if "Fn::GetAtt" in value:
-            return value["Fn::GetAtt"][0]
-    return None
 
 
 def port_range(rule: dict) -> range:

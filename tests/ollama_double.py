@@ -533,6 +533,9 @@ class _Shaper:
         else:
             choice = {"text": content, "index": 0, "finish_reason": finish}
             obj = "text_completion"
+        return self._openai_envelope(obj, choice)
+
+    def _openai_envelope(self, obj: str, choice: dict[str, Any]) -> dict[str, Any]:
         return {
             "id": self.id,
             "object": obj,
@@ -578,15 +581,7 @@ class _Shaper:
         else:
             choice = {"text": text, "index": 0, "finish_reason": self.done_reason}
             obj = "text_completion"
-        return {
-            "id": self.id,
-            "object": obj,
-            "created": int(time.time()),
-            "model": self.model,
-            "system_fingerprint": "fp_ollama",
-            "choices": [choice],
-            "usage": self._usage(),
-        }
+        return self._openai_envelope(obj, choice) | {"usage": self._usage()}
 
 
 class ThreadedDouble:

@@ -15,6 +15,7 @@ Exits 1 and names the environment, the numbers and the fix when a deploy would d
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -86,8 +87,12 @@ class Sizing:
         return found
 
 
+@functools.cache
 def _defaults() -> dict[str, str]:
-    """Defaults of the root template's parameters, then the service's documented defaults."""
+    """Defaults of the root template's parameters, then the service's documented defaults.
+
+    Read once per process (every environment is checked against the same root.json).
+    """
     root = json.loads(ROOT_TEMPLATE.read_text())
     values = {key: str(value) for key, value in SERVICE_DEFAULTS.items()}
     for key, spec in root.get("Parameters", {}).items():
