@@ -1,7 +1,6 @@
 """The security gate: checkov, the AWS Control Tower guard rules and the project's own rules.
 
     python -m tools.security_gate [--env prod ...]     run it; exit 1 naming every failure
-    python -m tools.security_gate --write-readme       regenerate the README exceptions table
 
 What runs (all offline):
 - checkov (CloudFormation and Dockerfile frameworks, --skip-download) from its own environment
@@ -41,9 +40,6 @@ IAM_ALLOWLIST_FILE = REPO / "security" / "iam-allowlist.yaml"
 RENDERED_DIR = REPO / ".cache" / "security" / "rendered"
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
 DOCKERFILES = ("app/Dockerfile", "ollama/Dockerfile")
-README = REPO / "README.md"
-TABLE_START = "<!-- security-exceptions:start (generated: python -m tools.security_gate --write-readme) -->"
-TABLE_END = "<!-- security-exceptions:end -->"
 MIN_REASON = 20  # characters: "n/a" or "false positive" is not a reason
 
 _DOCKER_SKIP = re.compile(r"#\s*checkov:skip=([A-Z0-9_]+)(?::(.*))?$")
@@ -173,7 +169,7 @@ def load_iam_allowlist(path: Path = IAM_ALLOWLIST_FILE) -> dict:
 
 
 def exceptions_table(templates_dir: Path = TEMPLATES_DIR) -> str:
-    """The README table of every scanner exception, generated from where each one lives."""
+    """The table of every scanner exception, generated from where each one lives (tools/docs.py)."""
     rows = ["| scanner | check | where | environments | reason |",
             "|---|---|---|---|---|"]
 
@@ -196,25 +192,6 @@ def exceptions_table(templates_dir: Path = TEMPLATES_DIR) -> str:
         rows.append(f"| IAM tests | `{entry['action']}` | {entry['resource_type']} {entry['property']} "
                     f"statement {entry['sid']} | all | {cell(str(entry['reason']))} |")
     return "\n".join(rows)
-
-
-def readme_section(text: str) -> str | None:
-    if TABLE_START not in text or TABLE_END not in text:
-        return None
-    return text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
-
-
-def write_readme(path: Path = README) -> bool:
-    text = path.read_text()
-    if TABLE_START not in text or TABLE_END not in text:
-        raise GateError(f"{path}: the markers {TABLE_START!r} and {TABLE_END!r} are missing")
-    head, rest = text.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    updated = f"{head}{TABLE_START}\n{exceptions_table()}\n{TABLE_END}{tail}"
-    if updated != text:
-        path.write_text(updated)
-        return True
-    return False
 
 
 # --- checkov ------------------------------------------------------------------------------------
@@ -479,17 +456,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", action="append", metavar="ENV",
                         help="environment to render (repeatable; default: every params/<env>.json)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the findings as JSON")
-    parser.add_argument("--write-readme", action="store_true",
-                        help="regenerate the exceptions table in README.md and exit")
     parser.add_argument("--readme-table", action="store_true", help="print the exceptions table")
     parser.add_argument("--no-checkov", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.readme_table:
         print(exceptions_table())
-        return 0
-    if args.write_readme:
-        changed = write_readme()
-        print(f"README.md exceptions table {'updated' if changed else 'already current'}")
         return 0
     try:
         report = run(args.env, with_checkov=not args.no_checkov)

@@ -123,15 +123,6 @@ def test_an_exclusion_that_covers_nothing_is_stale():
     assert security_gate.stale_exclusions([exclusion], used, ["prod"]) == []
 
 
-def test_readme_lists_every_exception_in_one_generated_table():
-    readme = (REPO / "README.md").read_text()
-    section = security_gate.readme_section(readme)
-    assert section is not None, "README.md has no generated exceptions table (see Security gate)"
-    assert section == security_gate.exceptions_table(), (
-        "README.md exceptions table is stale: run .venv/bin/python -m tools.security_gate "
-        "--write-readme")
-
-
 def test_cfn_guard_package_is_pinned_and_verified(tmp_path):
     package = cfnguard.pinned()
     assert package.integrity.startswith("sha512-")
