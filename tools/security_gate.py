@@ -73,12 +73,22 @@ class Skip:
     reason: str
 
 
+EVERY_ENVIRONMENT = "all"  # `environments: all` in the exclusions file: every params/<env>.json
+
+
 @dataclass(frozen=True)
 class Exclusion:
     rule: str
-    environments: tuple[str, ...]
+    environments: tuple[str, ...]  # (EVERY_ENVIRONMENT,) for every environment there is
     resources: tuple[str, ...]  # "<template>/<LogicalId>"
     reason: str
+
+    @property
+    def everywhere(self) -> bool:
+        return self.environments == (EVERY_ENVIRONMENT,)
+
+    def covers(self, env: str) -> bool:
+        return self.everywhere or env in self.environments
 
 
 @dataclass
@@ -148,16 +158,17 @@ def load_exclusions(path: Path = EXCLUSIONS_FILE) -> tuple[list[Exclusion], list
     for index, entry in enumerate(entries):
         where = f"{path.name} entry {index + 1} ({entry.get('rule', '?')})"
         reason = " ".join(str(entry.get("reason") or "").split())
-        environments = tuple(entry.get("environments") or ())
+        listed = entry.get("environments") or ()
+        environments = (listed,) if listed == EVERY_ENVIRONMENT else tuple(listed)
         resources = tuple(entry.get("resources") or ())
         if len(reason) < MIN_REASON:
             problems.append(f"{where}: no reason (a reviewer must be able to accept it)")
         if not environments:
             problems.append(f"{where}: no environments")
-        unknown = sorted(set(environments) - known_envs)
+        unknown = sorted(set(environments) - known_envs - {EVERY_ENVIRONMENT})
         if unknown:
             problems.append(f"{where}: unknown environments {unknown} (params/ has "
-                            f"{sorted(known_envs)})")
+                            f"{sorted(known_envs)}; '{EVERY_ENVIRONMENT}' means every one)")
         if not resources or any(resource.count("/") != 1 for resource in resources):
             problems.append(f"{where}: resources must be a list of '<template>/<LogicalId>'")
         exclusions.append(Exclusion(str(entry.get("rule", "")), environments, resources, reason))
@@ -183,7 +194,8 @@ def exceptions_table(templates_dir: Path = TEMPLATES_DIR) -> str:
     for exclusion in sorted(exclusions, key=lambda e: (e.rule, e.resources)):
         where = ", ".join(f"`{r.split('/')[0]}` {r.split('/')[1]}" for r in exclusion.resources)
         rows.append(f"| Control Tower | {exclusion.rule} | {where} | "
-                    f"{', '.join(exclusion.environments)} | {cell(exclusion.reason)} |")
+                    f"{'every environment' if exclusion.everywhere else ', '.join(exclusion.environments)}"
+                    f" | {cell(exclusion.reason)} |")
     allowlist = load_iam_allowlist()
     for action, reason in sorted((allowlist.get("resource_star_actions") or {}).items()):
         rows.append(f"| IAM tests | `Resource: \"*\"` for {action} | any role | all | "
@@ -351,7 +363,7 @@ def guard_environment(env: str, report: Report, exclusions: list[Exclusion],
 
 def _exclusion_for(finding: Finding, exclusions: list[Exclusion]) -> tuple[int, Exclusion] | None:
     for index, exclusion in enumerate(exclusions):
-        if (exclusion.rule == finding.rule and finding.env in exclusion.environments
+        if (exclusion.rule == finding.rule and exclusion.covers(finding.env)
                 and f"{finding.template}/{finding.resource}" in exclusion.resources):
             return index, exclusion
     return None
@@ -401,13 +413,19 @@ def run(envs: list[str] | None = None, checkov: Path = CHECKOV, templates_dir: P
 
 def stale_exclusions(exclusions: list[Exclusion], used: set[tuple[int, str, str]],
                      envs: list[str]) -> list[Finding]:
-    """An exclusion that covers no failure (in the environments run) is stale: it must go."""
+    """An exclusion that covers no failure (in the environments run) is stale: it must go.
+
+    One named per environment must cover a failure in each of them; one for every environment
+    must cover a failure in at least one (a resource may be absent where a condition is off).
+    """
     findings = []
     for index, exclusion in enumerate(exclusions):
-        for env in exclusion.environments:
+        for env in (envs[:1] if exclusion.everywhere else exclusion.environments):
             if env not in envs:
                 continue
             for resource in exclusion.resources:
+                if exclusion.everywhere and any((index, e, resource) in used for e in envs):
+                    continue
                 if (index, env, resource) not in used:
                     findings.append(Finding(
                         "exclusions", env, resource.split("/")[0], exclusion.rule,
