@@ -56,6 +56,8 @@ class Section:
 SECTIONS: tuple[Section, ...] = (
     Section("security-exceptions", "README.md", "tools.security_gate:exceptions_table",
             ("templates/*.json", "security/*.yaml", "stacks/base.py")),
+    Section("parameters", "docs/parameters.md", "tools.reference:parameters_table",
+            ("templates/root.json", "params/*.json")),
 )
 
 
