@@ -62,7 +62,8 @@ def table(estimate: est.Estimate) -> list[str]:
 
 def readme_section(by_env: dict[str, est.Estimate]) -> str:
     envs = sorted(by_env)
-    components = list(dict.fromkeys(line.component for e in envs for line in by_env[e].lines))
+    ordered = sorted(envs, key=lambda e: -len(by_env[e].lines))  # the fullest list sets the order
+    components = list(dict.fromkeys(x.component for e in ordered for x in by_env[e].lines))
     head = "| component | " + " | ".join(f"{e} floor | {e} ceiling" for e in envs) + " |"
     rows = [head, "|---|" + "---:|---:|" * len(envs)]
     for name in components:
