@@ -226,3 +226,10 @@ def test_readme_cost_section_is_fresh(shipped):
     text = (prices_mod.REPO / "README.md").read_text()
     assert report.readme_section(shipped) in text, \
         "README cost section is stale: run .venv/bin/python -m tools.cost --write-readme"
+
+
+def test_log_storage_holds_at_most_a_year_of_logs():
+    facts = _facts(log_groups=[("Logs", 3653)])
+    line = next(x for x in est.build(facts, _book(), est.assumptions()).lines
+                if x.component == "CloudWatch Logs (storage)")
+    assert line.ceiling == pytest.approx((LOG_GB + FLOW_GB + CI_GB) * 12 * 0.03)
