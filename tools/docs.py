@@ -58,6 +58,9 @@ SECTIONS: tuple[Section, ...] = (
             ("templates/*.json", "security/*.yaml", "stacks/base.py")),
     Section("parameters", "docs/parameters.md", "tools.reference:parameters_table",
             ("templates/root.json", "params/*.json")),
+    Section("cost", "README.md", "tools.cost.report:readme_section",
+            ("templates/*.json", "params/*", "prices/*.json", "tools/cost/*.py", "stacks/gpu.py",
+             "app/contract.py")),
 )
 
 

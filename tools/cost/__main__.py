@@ -1,5 +1,4 @@
 """python -m tools.cost ENV [--assume name=value ...] [--assumptions FILE]
-   python -m tools.cost --write-readme | --check-readme
 
 Prints the monthly estimate of params/ENV.json at its floor and ceiling, by component, from the
 committed templates (rendered for ENV) and prices/<region>.json. No AWS call is made.
@@ -18,7 +17,6 @@ from tools.cost import facts as facts_mod
 from tools.cost import prices as prices_mod
 from tools.cost import report, schedule
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 ERRORS = (prices_mod.PriceError, est.AssumptionError, facts_mod.FactsError,
           schedule.ScheduleError, params_files.ParamsError)
 
@@ -51,23 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a usage assumption (repeatable); names: "
                         + ", ".join(est.ASSUMPTIONS))
     parser.add_argument("--assumptions", metavar="FILE", help="JSON object of assumptions")
-    parser.add_argument("--write-readme", action="store_true",
-                        help="rewrite the generated cost section of README.md")
-    parser.add_argument("--check-readme", action="store_true",
-                        help="fail if the README cost section is stale")
     args = parser.parse_args(argv)
     try:
-        if args.write_readme or args.check_readme:
-            text = README.read_text()
-            fresh = report.replace_readme_section(text, report.readme_section(report.estimates()))
-            if args.check_readme:
-                if fresh != text:
-                    print("README.md cost section is stale: run python -m tools.cost "
-                          "--write-readme", file=sys.stderr)
-                    return 1
-                return 0
-            README.write_text(fresh)
-            return 0
         if not args.env:
             parser.error("say which environment: python -m tools.cost dev (params/<env>.json)")
         overrides = _overrides(args.assume, args.assumptions)

@@ -19,8 +19,6 @@ from tools.cost import estimate as est
 from tools.cost import facts as facts_mod
 from tools.cost import prices as prices_mod
 
-README_BEGIN = "<!-- BEGIN generated:cost (python -m tools.cost --write-readme) -->"
-README_END = "<!-- END generated:cost -->"
 CHANGE_THRESHOLD_USD = 0.01
 
 
@@ -60,7 +58,9 @@ def table(estimate: est.Estimate) -> list[str]:
     return out
 
 
-def readme_section(by_env: dict[str, est.Estimate]) -> str:
+def readme_section(by_env: dict[str, est.Estimate] | None = None) -> str:
+    """The per-environment table for the docs (tools/docs.py writes it; default: every env)."""
+    by_env = by_env if by_env is not None else estimates()
     envs = sorted(by_env)
     ordered = sorted(envs, key=lambda e: -len(by_env[e].lines))  # the fullest list sets the order
     components = list(dict.fromkeys(x.component for e in ordered for x in by_env[e].lines))
@@ -75,15 +75,7 @@ def readme_section(by_env: dict[str, est.Estimate]) -> str:
     rows.append("| **total** | " + " | ".join(
         f"**{by_env[e].floor:.2f}** | **{by_env[e].ceiling:.2f}**" for e in envs) + " |")
     notes = [f"- {e}: {by_env[e].surge}" for e in envs]
-    return "\n".join([README_BEGIN, "", *rows, "", *notes, "", README_END])
-
-
-def replace_readme_section(text: str, section: str) -> str:
-    if README_BEGIN not in text or README_END not in text:
-        raise ValueError(f"README.md has no {README_BEGIN} ... {README_END} section")
-    start = text.index(README_BEGIN)
-    end = text.index(README_END) + len(README_END)
-    return text[:start] + section + text[end:]
+    return "\n".join([*rows, "", *notes])
 
 
 def cost_change(base: dict[str, est.Estimate], head: dict[str, est.Estimate]) -> list[str]:
