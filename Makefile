@@ -19,6 +19,7 @@ help:
 	@echo "make rehearse   bootstrap + deploy against moto on 127.0.0.1, no AWS (part of make test)"
 	@echo "make bench      benchmarks: generation time, gateway overhead (a few minutes; README, Benchmarks)"
 	@echo "make bootstrap|images|preview|deploy|teardown ENV=<env>   the deploy path (README, Deploy)"
+	@echo "make preflight ENV=<env>   read-only checks of the account before a deploy (README, Preflight)"
 
 venv: $(STAMP)
 
@@ -90,3 +91,10 @@ lint-containers: $(STAMP)
 	$(VENV)/bin/shellcheck --shell=sh ollama/entrypoint.sh ollama/pull-model.sh
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	docker-compose --env-file .env.example config --quiet
+
+# Read-only checks of the target account before a deploy (README, "Preflight"): exit 1 if a
+# check failed; "could not check" warns and exits 0 (STRICT=1 fails it). IMAGE_TAG=<tag> checks
+# that tag instead of the one `images` recorded.
+.PHONY: preflight
+preflight: $(STAMP)
+	$(require-env)$(PY) -m tools.preflight $(ENV)$(if $(IMAGE_TAG), --image-tag $(IMAGE_TAG))$(if $(STRICT), --strict)

@@ -1,91 +1,33 @@
-"""tools.preflight against stubbed AWS responses (botocore's Stubber) and a fake DNS resolver.
+"""tools.preflight capacity checks and the runner/CLI, against stubbed AWS responses.
 
 Every check gets a table of cases: ok, failed, could not check. The Stubber fails a test on any
 call it was not told to expect (and on an expected call that did not come), so each case pins
 the exact read-only calls a check makes. Clients make one attempt (no retries), so a stubbed
-throttling error reaches the check as AWS would return it after the SDK's retries.
+throttling error reaches the check as AWS would return it after the SDK's retries. The
+certificate, DNS and artifact checks: test_preflight_account.py.
 """
 
 from __future__ import annotations
 
-import datetime
-
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.stub import Stubber
 
-from tools import params as params_file
-from tools.preflight import artifacts, capacity, cli, domain, runner
-from tools.preflight.core import Aws, CheckUnavailable, Context, Result, Status, Target
-
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
-ZONE_ID = "Z0000000000EXAMPLE"
-ZONE_NS = ["ns-1.awsdns-01.org", "ns-2.awsdns-02.co.uk", "ns-3.awsdns-03.com",
-           "ns-4.awsdns-04.net"]
-CERT = f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/00000000-0000-0000-0000-000000000001"
-NOW = datetime.datetime(2026, 11, 28, tzinfo=datetime.UTC)
-NO_RETRY = Config(retries={"total_max_attempts": 1})
+from tests.tools.preflight_support import (
+    REGION,
+    context,
+    expect_stack,
+    run,
+    stubbed_clients,
+    text,
+    title_of,
+)
+from tools.preflight import capacity, cli, runner
+from tools.preflight.core import Aws, Result, Status
 
 
 @pytest.fixture
 def stubs():
-    made: dict[str, tuple] = {}
-
-    def get(name: str):
-        if name not in made:
-            client = boto3.client(name, region_name=REGION, aws_access_key_id="x",
-                                  aws_secret_access_key="x", config=NO_RETRY)  # noqa: S106
-            stubber = Stubber(client)
-            stubber.activate()
-            made[name] = (client, stubber)
-        return made[name][1]
-
-    get.made = made
-    yield get
-    for _, stubber in made.values():
-        stubber.assert_no_pending_responses()
-        stubber.deactivate()
-
-
-def fake_dns(answers: dict[str, list[str]]):
-    """A resolver answering from a table; a name it does not know has no NS ([])."""
-    def resolve(name: str) -> list[str]:
-        answer = answers.get(name, [])
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-    return resolve
-
-
-PUBLIC_COM = {"com.": ["a.gtld-servers.net"]}
-
-
-def context(stubs, env: str = "dev", image_tag: str | None = "abc123", resolver=None,
-            **overrides: str) -> Context:
-    # Every client the checks may ask for is stubbed: an unexpected call fails the test.
-    for name in ("ec2", "service-quotas", "cloudformation", "acm", "route53", "ssm", "ecr",
-                 "s3"):
-        stubs(name)
-    aws = Aws(clients={"region": REGION, **{n: c for n, (c, _) in stubs.made.items()}})
-    values = {**params_file.load_env(env), **overrides}
-    target = Target(env=env, params=params_file.load_env(env), region=REGION, account=ACCOUNT)
-    return Context(aws=aws, target=target, values=values, image_tag=image_tag,
-                   resolver=resolver or fake_dns(PUBLIC_COM))
-
-
-def run(ctx: Context, title: str) -> Result:
-    check = dict(runner.CHECKS)[title]
-    return runner.run_check(ctx, title, check)
-
-
-def title_of(function) -> str:
-    return next(t for t, f in runner.CHECKS if f is function)
-
-
-def text(result: Result) -> str:
-    return "\n".join(result.lines())
+    yield from stubbed_clients()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,17 +150,6 @@ def test_roll_surge(max_size, percent, surge):
 # VPCs and Elastic IPs
 # ---------------------------------------------------------------------------------------------
 
-def expect_stack(cfn: Stubber, exists: bool, name: str = "llm-api-dev") -> None:
-    if exists:
-        cfn.add_response("describe_stacks", {"Stacks": [{
-            "StackName": name, "CreationTime": NOW, "StackStatus": "UPDATE_COMPLETE"}]},
-            {"StackName": name})
-    else:
-        cfn.add_client_error("describe_stacks", service_error_code="ValidationError",
-                             service_message=f"Stack with id {name} does not exist",
-                             expected_params={"StackName": name})
-
-
 @pytest.mark.parametrize("case, quota, vpcs, stack, status, fragment", [
     ("room for one more", 5, 1, False, Status.OK, "1 more"),
     ("full, new environment", 5, 5, False, Status.FAILED,
@@ -300,231 +231,6 @@ def test_zone_offerings_unreadable_is_could_not_check(stubs):
     stubs("ec2").add_client_error("describe_instance_type_offerings", "RequestLimitExceeded",
                                   expected_params=OFFERINGS)
     assert run(ctx, title_of(capacity.check_zone_offerings)).status is Status.UNKNOWN
-
-
-# ---------------------------------------------------------------------------------------------
-# Certificate and hosted zone
-# ---------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("pattern, name, covered", [
-    ("llm.example.com", "llm.example.com", True),
-    ("LLM.example.com.", "llm.example.com", True),
-    ("*.example.com", "llm.example.com", True),
-    ("*.example.com", "example.com", False),
-    ("*.example.com", "a.llm.example.com", False),
-    ("example.com", "llm.example.com", False),
-])
-def test_certificate_name_coverage(pattern, name, covered):
-    assert domain.covers(pattern, name) is covered
-
-
-def certificate(status: str = "ISSUED", name: str = "llm.example.com", sans=()) -> dict:
-    return {"Certificate": {"CertificateArn": CERT, "DomainName": name, "Status": status,
-                            "SubjectAlternativeNames": [name, *sans]}}
-
-
-@pytest.mark.parametrize("case, answer, status, fragment", [
-    ("issued, exact name", certificate(), Status.OK, "ISSUED"),
-    ("issued, wildcard", certificate(name="*.example.com"), Status.OK, "*.example.com"),
-    ("issued for another name", certificate(name="api.example.org"), Status.FAILED,
-     "use a certificate for llm.example.com"),
-    ("pending validation", certificate(status="PENDING_VALIDATION"), Status.FAILED,
-     "PENDING_VALIDATION"),
-    ("no such certificate", "ResourceNotFoundException", Status.FAILED,
-     "ResourceNotFoundException"),
-    ("no permission", "AccessDeniedException", Status.UNKNOWN, "acm:DescribeCertificate"),
-])
-def test_existing_certificate(stubs, case, answer, status, fragment):
-    ctx = context(stubs, env="prod", CertificateArn=CERT)
-    acm = stubs("acm")
-    if isinstance(answer, str):
-        acm.add_client_error("describe_certificate", answer,
-                             expected_params={"CertificateArn": CERT})
-    else:
-        acm.add_response("describe_certificate", answer, {"CertificateArn": CERT})
-    result = run(ctx, title_of(domain.check_certificate))
-    assert result.status is status, case
-    assert fragment in text(result), text(result)
-
-
-@pytest.mark.parametrize("case, overrides, status, fragment", [
-    ("certificate in another region", {"CertificateArn": CERT.replace(REGION, "eu-west-1")},
-     Status.FAILED, "is in region eu-west-1"),
-    ("no ARN: the stack requests one in the zone", {"CertificateArn": ""}, Status.OK,
-     "DNS-validated in zone"),
-    ("no ARN and no zone", {"CertificateArn": "", "HostedZoneId": ""}, Status.FAILED,
-     "both empty"),
-    ("no domain", {"DomainName": ""}, Status.FAILED, "DomainName is empty"),
-])
-def test_certificate_without_api_calls(stubs, case, overrides, status, fragment):
-    ctx = context(stubs, env="prod", **overrides)
-    result = run(ctx, title_of(domain.check_certificate))
-    assert result.status is status, case
-    assert fragment in text(result)
-
-
-def zone(name: str = "example.com.", private: bool = False, servers=ZONE_NS) -> dict:
-    return {"HostedZone": {"Id": f"/hostedzone/{ZONE_ID}", "Name": name, "CallerReference": "x",
-                           "Config": {"PrivateZone": private}},
-            "DelegationSet": {"NameServers": list(servers)}}
-
-
-@pytest.mark.parametrize("case, answer, dns, status, fragments", [
-    ("delegated", zone(), {**PUBLIC_COM, "example.com": [f"{n}." for n in ZONE_NS]},
-     Status.OK, ["public DNS NS: ns-1.awsdns-01.org"]),
-    ("not delegated", zone(), PUBLIC_COM, Status.FAILED,
-     ["the zone is not delegated", "set NS to: ns-1.awsdns-01.org", "PENDING_VALIDATION",
-      "for hours"]),
-    ("delegated to another zone", zone(), {**PUBLIC_COM, "example.com": ["ns-9.awsdns-09.com"]},
-     Status.FAILED, ["delegates it to other name servers"]),
-    ("private zone", zone(private=True), PUBLIC_COM, Status.FAILED, ["private zone"]),
-    ("not a parent of DomainName", zone(name="example.org."), PUBLIC_COM, Status.FAILED,
-     ["not a parent of llm-dev.example.com"]),
-    ("no such zone", "NoSuchHostedZone", PUBLIC_COM, Status.FAILED, ["NoSuchHostedZone"]),
-    ("no permission", "AccessDenied", PUBLIC_COM, Status.UNKNOWN, ["route53:GetHostedZone"]),
-    ("offline: the resolver answers NXDOMAIN for everything", zone(), {}, Status.UNKNOWN,
-     ["does not resolve public names", "dig NS example.com"]),
-    ("resolver timeout", zone(), {"com.": CheckUnavailable("no DNS answer for NS com.")},
-     Status.UNKNOWN, ["no DNS answer"]),
-])
-def test_hosted_zone(stubs, case, answer, dns, status, fragments):
-    ctx = context(stubs, resolver=fake_dns(dns))
-    route53 = stubs("route53")
-    if isinstance(answer, str):
-        route53.add_client_error("get_hosted_zone", answer, expected_params={"Id": ZONE_ID})
-    else:
-        route53.add_response("get_hosted_zone", answer, {"Id": ZONE_ID})
-    result = run(ctx, title_of(domain.check_hosted_zone))
-    assert result.status is status, case
-    for fragment in fragments:
-        assert fragment in text(result), (case, text(result))
-
-
-def test_hosted_zone_needed_but_missing_fails(stubs):
-    ctx = context(stubs, HostedZoneId="")
-    result = run(ctx, title_of(domain.check_hosted_zone))
-    assert result.status is Status.FAILED and "HostedZoneId is empty" in text(result)
-
-
-def test_public_resolver_maps_nxdomain_to_no_records_and_errors_to_could_not_check(monkeypatch):
-    import dns.exception
-    import dns.resolver
-
-    def nxdomain(self, name, kind):
-        raise dns.resolver.NXDOMAIN()
-
-    monkeypatch.setattr(dns.resolver.Resolver, "resolve", nxdomain)
-    assert domain.public_dns_resolver("example.com") == []
-
-    def timeout(self, name, kind):
-        raise dns.exception.Timeout()
-
-    monkeypatch.setattr(dns.resolver.Resolver, "resolve", timeout)
-    with pytest.raises(CheckUnavailable, match="no DNS answer for NS example.com"):
-        domain.public_dns_resolver("example.com")
-
-
-# ---------------------------------------------------------------------------------------------
-# GPU AMI parameter, images, artifact bucket
-# ---------------------------------------------------------------------------------------------
-
-AMI_PATH = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
-
-
-@pytest.mark.parametrize("case, answer, status, fragment", [
-    ("resolves", {"Parameter": {"Name": AMI_PATH, "Type": "String", "Value": "ami-0abc"}},
-     Status.OK, "-> ami-0abc"),
-    ("missing", "ParameterNotFound", Status.FAILED, "no such parameter"),
-    ("no permission", "AccessDeniedException", Status.UNKNOWN, "ssm:GetParameter"),
-])
-def test_gpu_ami(stubs, case, answer, status, fragment):
-    ctx = context(stubs)
-    ssm = stubs("ssm")
-    if isinstance(answer, str):
-        ssm.add_client_error("get_parameter", answer, expected_params={"Name": AMI_PATH})
-    else:
-        ssm.add_response("get_parameter", answer, {"Name": AMI_PATH})
-    result = run(ctx, title_of(artifacts.check_gpu_ami))
-    assert result.status is status, case
-    assert fragment in text(result)
-
-
-def test_gpu_ami_that_is_not_a_parameter_path_fails(stubs):
-    result = run(context(stubs, GpuAmiId="ami-0abc"), title_of(artifacts.check_gpu_ami))
-    assert result.status is Status.FAILED and "not an SSM parameter path" in text(result)
-
-
-def expect_registry(cfn: Stubber, exists: bool = True) -> None:
-    name = "llm-api-dev-registry"
-    if not exists:
-        expect_stack(cfn, False, name=name)
-        return
-    cfn.add_response("describe_stacks", {"Stacks": [{
-        "StackName": name, "CreationTime": NOW, "StackStatus": "CREATE_COMPLETE",
-        "Outputs": [{"OutputKey": "GatewayRepositoryName", "OutputValue": "reg/gateway"},
-                    {"OutputKey": "OllamaRepositoryName", "OutputValue": "reg/ollama"}]}]},
-        {"StackName": name})
-
-
-def expect_image(ecr: Stubber, repository: str, error: str | None = None) -> None:
-    request = {"repositoryName": repository, "imageIds": [{"imageTag": "abc123"}]}
-    if error:
-        ecr.add_client_error("describe_images", error, expected_params=request)
-    else:
-        ecr.add_response("describe_images", {"imageDetails": [
-            {"repositoryName": repository, "imageTags": ["abc123"]}]}, request)
-
-
-@pytest.mark.parametrize("case, registry, errors, status, fragments", [
-    ("both present", True, (None, None), Status.OK, ["reg/gateway:abc123", "reg/ollama:abc123"]),
-    ("tag missing in one", True, (None, "ImageNotFoundException"), Status.FAILED,
-     ["reg/ollama: no tag abc123", "make images ENV=dev"]),
-    ("bootstrap has not run", False, ("RepositoryNotFoundException",
-                                      "RepositoryNotFoundException"), Status.FAILED,
-     ["bootstrap has not run yet", "llm-api-dev/gateway: no repository", "make bootstrap"]),
-    ("no permission", True, ("AccessDeniedException", None), Status.UNKNOWN,
-     ["ecr:DescribeImages"]),
-])
-def test_images(stubs, case, registry, errors, status, fragments):
-    ctx = context(stubs)
-    expect_registry(stubs("cloudformation"), registry)
-    prefix = "reg" if registry else "llm-api-dev"
-    for image, error in zip(("gateway", "ollama"), errors, strict=True):
-        if status is Status.UNKNOWN and image == "ollama":
-            break  # the first denial ends the check
-        expect_image(stubs("ecr"), f"{prefix}/{image}", error)
-    result = run(ctx, title_of(artifacts.check_images))
-    assert result.status is status, case
-    for fragment in fragments:
-        assert fragment in text(result), (case, text(result))
-
-
-def test_images_without_a_tag_fail_naming_make_images(stubs, monkeypatch):
-    monkeypatch.setattr(artifacts, "read_record", lambda env: None)
-    ctx = context(stubs, image_tag=None)
-    expect_registry(stubs("cloudformation"))
-    result = run(ctx, title_of(artifacts.check_images))
-    assert result.status is Status.FAILED and "make images ENV=dev" in text(result)
-
-
-BUCKET = f"llm-api-dev-artifacts-{ACCOUNT}-{REGION}"
-
-
-@pytest.mark.parametrize("case, error, status, fragment", [
-    ("exists", None, Status.OK, f"s3://{BUCKET} exists"),
-    ("bootstrap has not run", "404", Status.FAILED, "bootstrap has not run yet"),
-    ("forbidden: no permission or another owner", "403", Status.UNKNOWN, "another account"),
-])
-def test_artifact_bucket(stubs, case, error, status, fragment):
-    ctx = context(stubs)
-    request = {"Bucket": BUCKET, "ExpectedBucketOwner": ACCOUNT}
-    if error:
-        stubs("s3").add_client_error("head_bucket", error, expected_params=request)
-    else:
-        stubs("s3").add_response("head_bucket", {}, request)
-    result = run(ctx, title_of(artifacts.check_artifact_bucket))
-    assert result.status is status, case
-    assert fragment in text(result)
 
 
 # ---------------------------------------------------------------------------------------------

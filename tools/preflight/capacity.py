@@ -155,7 +155,7 @@ def check_elastic_ips(ctx: Context, name: str) -> Result:
     new = 0 if ctx.root_stack_exists() else nat
     found = f"quota {limit:g}, {count} allocated in {ctx.region}"
     wanted = (f"{new} more: NatGatewayMode={mode}, one NAT gateway "
-              + ("per AZ" if mode == "per-az" else "in all") + f" ({nat} address(es))"
+              + ("per AZ" if mode == "per-az" else "for all AZs") + f" ({nat} address(es))"
               + ("; the stack exists, its addresses are counted" if not new else ""))
     if count + new <= limit:
         return ok(name, found, wanted)
