@@ -254,3 +254,12 @@ def test_artifact_bucket(stubs, case, error, status, fragment):
     result = run(ctx, title_of(artifacts.check_artifact_bucket))
     assert result.status is status, case
     assert fragment in text(result)
+
+
+def test_hosted_zone_needed_for_nothing_is_still_checked_and_says_so(stubs):
+    ctx = context(stubs, env="prod", CreateDnsRecord="false",
+                  resolver=fake_dns({**PUBLIC_COM, "example.com": ZONE_NS}))
+    stubs("route53").add_response("get_hosted_zone", zone(), {"Id": ZONE_ID})
+    result = run(ctx, title_of(domain.check_hosted_zone))
+    assert result.status is Status.OK
+    assert result.needed == "public, a parent of llm.example.com, delegated in public DNS"

@@ -105,7 +105,8 @@ def check_gpu_quota(ctx: Context, name: str) -> Result:
     needed = (max_size + surge) * per_instance
     limit, quota_name = quota_value(ctx, GPU_QUOTA)
     # Running G/VT instances of this account in this region, except this environment's own
-    # (they are part of `needed` already), by its cost tags (Project, Environment).
+    # (they are part of `needed` already): the Auto Scaling group propagates its Project and
+    # Environment tags to the instances it launches (stacks/cluster.py, PropagateAtLaunch).
     ec2 = ctx.aws.client("ec2")
     reservations = pages(ec2, "describe_instances", "ec2:DescribeInstances", "Reservations",
                          Filters=[{"Name": "instance-state-name",

@@ -127,7 +127,8 @@ def check_hosted_zone(ctx: Context, name: str) -> Result:
                           f"aws route53 list-hosted-zones-by-name --dns-name "
                           f"{domain.split('.', 1)[-1]}; params/{ctx.env}.json: \"HostedZoneId=Z...\"")
         return ok(name, "no zone needed (CertificateArn set, CreateDnsRecord false)")
-    needed = f"public, a parent of {domain}, delegated in public DNS (it {' and '.join(uses)})"
+    needed = (f"public, a parent of {domain}, delegated in public DNS"
+              + (f" (it {' and '.join(uses)})" if uses else ""))
     route53 = ctx.aws.client("route53")
     try:
         answer = call(route53.get_hosted_zone, "route53:GetHostedZone",
