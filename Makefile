@@ -21,6 +21,7 @@ help:
 	@echo "make cost-prices REGION=<region>   refresh prices/<region>.json from AWS (credentials)"
 	@echo "make bench      benchmarks: generation time, gateway overhead (a few minutes; README, Benchmarks)"
 	@echo "make bootstrap|images|preview|deploy|teardown ENV=<env>   the deploy path (README, Deploy)"
+	@echo "make preflight ENV=<env>   read-only checks of the account before a deploy (README, Preflight)"
 
 venv: $(STAMP)
 
@@ -101,3 +102,10 @@ cost: $(STAMP)
 # Needs AWS credentials: Price List Query API (pricing:GetProducts) and DescribeSpotPriceHistory.
 cost-prices: $(STAMP)
 	$(PY) -m tools.cost.refresh $(or $(REGION),us-east-1)$(if $(INSTANCE_TYPES), --instance-types $(INSTANCE_TYPES))
+
+# Read-only checks of the target account before a deploy (README, "Preflight"): exit 1 if a
+# check failed; "could not check" warns and exits 0 (STRICT=1 fails it). IMAGE_TAG=<tag> checks
+# that tag instead of the one `images` recorded.
+.PHONY: preflight
+preflight: $(STAMP)
+	$(require-env)$(PY) -m tools.preflight $(ENV)$(if $(IMAGE_TAG), --image-tag $(IMAGE_TAG))$(if $(STRICT), --strict)

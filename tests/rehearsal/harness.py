@@ -191,3 +191,61 @@ def copy_templates(source: Path, destination: Path) -> Path:
 
 def load_template(directory: Path, name: str) -> dict:
     return json.loads((directory / name).read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# Preflight (python -m tools.preflight ENV) against the emulator
+# ---------------------------------------------------------------------------------------------
+
+
+def preflight(rehearsal: Rehearsal, *args: str, timeout: float = 120) -> Step:
+    """Run `python -m tools.preflight ENV ARGS` (what `make preflight ENV=...` runs) against
+    the rehearsal's emulator; recorded in its transcript like a deploy step."""
+    command = [sys.executable, "-m", "tools.preflight", rehearsal.env, *args]
+    if VERBOSE:
+        print(f"\n$ python -m tools.preflight {rehearsal.env} {' '.join(args)}", flush=True)
+    result = subprocess.run(command, cwd=REPO, env=aws_environment(rehearsal.port),  # noqa: S603
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=timeout, check=False)
+    if VERBOSE:
+        print(result.stdout, end="", flush=True)
+    step = Step(["preflight", rehearsal.env, *args], result.returncode, result.stdout)
+    rehearsal.steps.append(step)
+    return step
+
+
+def set_service_quota(port: int, service_code: str, quota_code: str, name: str,
+                      value: float) -> None:
+    """Serve a Service Quotas value moto does not know (moto_adapter.apply_service_quotas)."""
+    import urllib.request
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from tests.rehearsal.moto_adapter import SET_QUOTA_ACTION
+
+    body = json.dumps({"ServiceCode": service_code, "QuotaCode": quota_code,
+                       "QuotaName": name, "Value": value})
+    request = AWSRequest(method="POST", url=f"http://localhost:{port}/", data=body, headers={
+        "Content-Type": "application/x-amz-json-1.1",
+        "X-Amz-Target": f"ServiceQuotasV20190624.{SET_QUOTA_ACTION}"})
+    # Signed like any Service Quotas call, so moto routes it by the credential scope.
+    SigV4Auth(Credentials("testing", "testing"), "servicequotas", REGION).add_auth(request)
+    prepared = request.prepare()
+    with urllib.request.urlopen(urllib.request.Request(  # noqa: S310 (the local emulator)
+            prepared.url, data=body.encode(), headers=dict(prepared.headers),
+            method="POST"), timeout=30) as response:
+        assert response.status == 200, response.read()
+
+
+def push_image_manifest(rehearsal: Rehearsal, repository: str, tag: str) -> None:
+    """Put a (config-only) image manifest under tag, as `docker push` would leave one."""
+    manifest = {"schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                           "size": 2, "digest": "sha256:" + "44136fa355b3678a1146ad16f7e8649e"
+                                                            "94fb4fc21fe77e8310c060f61caaff8a"},
+                "layers": []}
+    rehearsal.client("ecr").put_image(repositoryName=repository, imageTag=tag,
+                                      imageManifest=json.dumps(manifest))

@@ -553,6 +553,7 @@ def stock_model_types() -> set[str]:
 def serve() -> None:
     """Apply the patches, serve moto on 127.0.0.1 at a free port; stop on SIGTERM/SIGINT."""
     apply()
+    apply_service_quotas()
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
@@ -563,6 +564,47 @@ def serve() -> None:
         signal.signal(signum, lambda *_: stop.set())
     stop.wait()
     server.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Service Quotas beyond `vpc` (preflight rehearsal)
+# ---------------------------------------------------------------------------------------------
+
+# moto 5.2.5's Service Quotas backend knows only the `vpc` defaults
+# (moto/servicequotas/models.py); preflight also reads ec2 quotas (the G and VT vCPU quota, the
+# Elastic IP quota). The rehearsal serves those with values the test sets through an action
+# that only this adapter has: POST X-Amz-Target ServiceQuotasV20190624.<SET_QUOTA_ACTION> with
+# {"ServiceCode", "QuotaCode", "QuotaName", "Value"} (tests/rehearsal/harness.py,
+# set_service_quota). A quota nobody set answers as stock moto does.
+SET_QUOTA_ACTION = "SetRehearsalServiceQuota"
+
+
+def apply_service_quotas() -> None:
+    """GetServiceQuota answers the quotas the test set (any service code), else as stock moto."""
+    from moto.servicequotas.models import ServiceQuotasBackend
+    from moto.servicequotas.responses import ServiceQuotasResponse
+
+    served: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    original = ServiceQuotasBackend.get_service_quota
+
+    def get_service_quota(self, service_code: str, quota_code: str) -> dict[str, Any]:
+        key = (self.account_id, self.region_name, service_code, quota_code)
+        return served[key] if key in served else original(self, service_code, quota_code)
+
+    def set_rehearsal_service_quota(self) -> str:
+        params = json.loads(self.body)
+        service, code = str(params["ServiceCode"]), str(params["QuotaCode"])
+        quota = {"ServiceCode": service, "QuotaCode": code,
+                 "QuotaName": str(params.get("QuotaName", code)),
+                 "QuotaArn": f"arn:aws:servicequotas:{self.region}:{self.current_account}:"
+                             f"{service}/{code}",
+                 "Value": float(params["Value"]), "Unit": "None", "Adjustable": True,
+                 "GlobalQuota": False}
+        served[(self.current_account, self.region, service, code)] = quota
+        return json.dumps({"Quota": quota})
+
+    ServiceQuotasBackend.get_service_quota = get_service_quota
+    ServiceQuotasResponse.set_rehearsal_service_quota = set_rehearsal_service_quota
 
 
 if __name__ == "__main__":
