@@ -17,6 +17,7 @@ help:
 	@echo "make lint-containers   hadolint, shellcheck, compose schema + docker-compose config"
 	@echo "make security   checkov, Control Tower guard rules and own rules (part of make test)"
 	@echo "make rehearse   bootstrap + deploy against moto on 127.0.0.1, no AWS (part of make test)"
+	@echo "make diff [BASE=ref] [FORMAT=md]   review a template/params change per environment (README)"
 	@echo "make bench      benchmarks: generation time, gateway overhead (a few minutes; README, Benchmarks)"
 	@echo "make bootstrap|images|preview|deploy|teardown ENV=<env>   the deploy path (README, Deploy)"
 
@@ -90,3 +91,10 @@ lint-containers: $(STAMP)
 	$(VENV)/bin/shellcheck --shell=sh ollama/entrypoint.sh ollama/pull-model.sh
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	docker-compose --env-file .env.example config --quiet
+
+# Template review (README, "Reviewing a template change"): what a change to templates/ and
+# params/ replaces, opens, widens or deletes, per environment, offline. BASE=<git ref> (default:
+# the merge base with main); FORMAT=md prints the Markdown the pull request comment shows.
+.PHONY: diff
+diff: $(STAMP)
+	$(PY) -m tools.review$(if $(BASE), --base $(BASE))$(if $(FORMAT), --format $(FORMAT))
