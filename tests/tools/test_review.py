@@ -122,3 +122,16 @@ def test_make_diff_against_head_prints_a_report():
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(formats.MARKER)
     assert "| dev |" in result.stdout and "| prod |" in result.stdout
+
+
+def test_extra_sections_hook_adds_a_section_per_environment(monkeypatch):
+    """The cost report (issue 17) plugs in here: one section per environment."""
+    def floor_and_ceiling(env_review):
+        return review.Section("Cost", [f"floor and ceiling of {env_review.env}: unchanged"])
+
+    monkeypatch.setattr(review, "EXTRA_SECTIONS", [floor_and_ceiling])
+    base = sides.working_tree()
+    [report] = review.build_reports([(base, base)])
+    text = formats.markdown(report)
+    for env in ("dev", "prod"):
+        assert f"**{env}: Cost**" in text and f"floor and ceiling of {env}: unchanged" in text

@@ -16,7 +16,7 @@ _SETTING = re.compile(r"^(GATEWAY|UVICORN)_\w*(TIMEOUT|SECONDS|KEEP_ALIVE)\w*$")
 _AGENT_STOP = re.compile(r"^ECS_CONTAINER_STOP_TIMEOUT=(\S+)$", re.MULTILINE)
 
 
-def _attribute(properties: dict, list_name: str, key: str):
+def attribute(properties: dict, list_name: str, key: str):
     for item in properties.get(list_name, []) or []:
         if isinstance(item, dict) and item.get("Key") == key:
             return item.get("Value")
@@ -38,11 +38,11 @@ def values(template: dict) -> dict[str, object]:
     for lid, resource in (template.get("Resources") or {}).items():
         type_, props = resource.get("Type"), resource.get("Properties") or {}
         if type_ == "AWS::ElasticLoadBalancingV2::LoadBalancer":
-            value = _attribute(props, "LoadBalancerAttributes", "idle_timeout.timeout_seconds")
+            value = attribute(props, "LoadBalancerAttributes", "idle_timeout.timeout_seconds")
             if value is not None:
                 out[f"ALB idle timeout ({lid}, alb_idle_timeout_seconds)"] = value
         elif type_ == "AWS::ElasticLoadBalancingV2::TargetGroup":
-            value = _attribute(props, "TargetGroupAttributes", "deregistration_delay.timeout_seconds")
+            value = attribute(props, "TargetGroupAttributes", "deregistration_delay.timeout_seconds")
             if value is not None:
                 out[f"deregistration delay ({lid}, deregistration_delay_seconds)"] = value
         elif type_ == "AWS::ECS::TaskDefinition":

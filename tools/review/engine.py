@@ -19,7 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = Path(__file__).resolve().parent
 SCRIPT = PACKAGE_DIR / "cfn_diff.js"
-CACHE_DIR = REPO / ".cache" / "review"
+# TEMPLATE_REVIEW_CACHE moves it (tests point a scratch clone at the repository's cache).
+CACHE_DIR = Path(os.environ.get("TEMPLATE_REVIEW_CACHE") or REPO / ".cache" / "review")
 PACKAGE_FILES = ("package.json", "package-lock.json")
 NODE_HINT = ("install Node.js 18+ and npm (Debian/Ubuntu: apt-get install -y --no-install-recommends "
              "nodejs npm)")

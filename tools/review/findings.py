@@ -70,6 +70,12 @@ def resource_findings(env: str, layer: str, result: dict, old: dict, new: dict) 
             if name_prop and name_prop in old_props and name_prop not in causes:
                 text += (f"; it has a custom {name_prop}, so CloudFormation cannot create the "
                          f"replacement beside it: the update fails unless {name_prop} changes too")
+            # "If deletion protection is enabled, you can't delete the load balancer" (https://docs.
+            # aws.amazon.com/elasticloadbalancing/latest/application/edit-load-balancer-attributes.html)
+            if budget.attribute(old_props, "LoadBalancerAttributes",
+                                "deletion_protection.enabled") in ("true", True):
+                text += ("; the old one has deletion protection on, so CloudFormation's cleanup "
+                         "cannot delete it: it stays behind until protection is turned off")
             out.append(Finding(env, layer, "replace", text))
         elif impact == "WILL_DESTROY" and type_ in IDENTITY:
             renamed = f" ({added[type_]} is added: a renamed logical ID)" if type_ in added else ""

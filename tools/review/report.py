@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from tools.review.findings import parsed
-from tools.review.review import EnvironmentReview, Report
+from tools.review.review import EnvironmentReview, Report, output_names
 
 ENGINE = "@aws-cdk/cloudformation-diff"
 MARKER = "<!-- template-review -->"  # the comment the workflow updates carries this line
@@ -120,8 +120,6 @@ def _named_list(title: str, items: list[dict]) -> list[str]:
 
 
 def markdown(report: Report, details: bool = True) -> str:
-    from tools.review.review import _output_names
-
     lines = [MARKER, f"### Template review: `{report.base}` → `{report.head}`", "",
              "Changed: " + (", ".join(f"`{f}`" for f in report.changed_files)
                             or "nothing in `templates/` or `params/`"), "",
@@ -130,13 +128,13 @@ def markdown(report: Report, details: bool = True) -> str:
         "- none: no replacement, deletion, widening, exposure, parameter, output, policy or "
         "timeout change"]
     lines += ["", "| environment | effect |", "|---|---|"]
-    lines += [f"| {r.env} | {_cell(_env_summary(r))} |" for r in report.environments]
+    lines += [f"| {r.env} | {_env_summary(r).replace('|', '/')} |" for r in report.environments]
     for review in report.environments:
         for section in review.extra:
             lines += ["", f"**{review.env}: {section.title}**", ""] + section.lines
     if details:
         for review in report.environments:
-            names = _output_names(review.old, review.new)
+            names = output_names(review.old, review.new)
             for file_name, result in review.layers.items():
                 lines += ["", f"<details><summary>{review.env} · {file_name}: {_impacts(result)}"
                               "</summary>", ""]

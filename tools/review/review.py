@@ -52,7 +52,7 @@ class Report:
 EXTRA_SECTIONS: list[Callable[[EnvironmentReview], Section | None]] = []
 
 
-def _output_names(*renderings: Rendering | None) -> dict[str, str]:
+def output_names(*renderings: Rendering | None) -> dict[str, str]:
     """Rendered output value -> output name (to name a security group by its role)."""
     names = {}
     for item in renderings:
@@ -108,7 +108,7 @@ def build_reports(sides: list[tuple[Snapshot, Snapshot]]) -> list[Report]:
                                                f"the change does not render for {env}: "
                                                f"{review.new.error}"))
             if review.old and review.new:
-                names = _output_names(review.old, review.new)
+                names = output_names(review.old, review.new)
                 for key, result in results.items():
                     prefix = f"{index}/{env}/"
                     if not key.startswith(prefix):
