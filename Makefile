@@ -19,6 +19,8 @@ help:
 	@echo "make rehearse   bootstrap + deploy against moto on 127.0.0.1, no AWS (part of make test)"
 	@echo "make cost ENV=<env>   monthly estimate, floor and ceiling by component (README, Cost)"
 	@echo "make cost-prices REGION=<region>   refresh prices/<region>.json from AWS (credentials)"
+
+	@echo "make diff [BASE=ref] [FORMAT=md]   review a template/params change per environment (README)"
 	@echo "make bench      benchmarks: generation time, gateway overhead (a few minutes; README, Benchmarks)"
 	@echo "make bootstrap|images|preview|deploy|teardown ENV=<env>   the deploy path (README, Deploy)"
 	@echo "make preflight ENV=<env>   read-only checks of the account before a deploy (README, Preflight)"
@@ -109,3 +111,10 @@ cost-prices: $(STAMP)
 .PHONY: preflight
 preflight: $(STAMP)
 	$(require-env)$(PY) -m tools.preflight $(ENV)$(if $(IMAGE_TAG), --image-tag $(IMAGE_TAG))$(if $(STRICT), --strict)
+
+# Template review (README, "Reviewing a template change"): what a change to templates/ and
+# params/ replaces, opens, widens or deletes, per environment, offline. BASE=<git ref> (default:
+# the merge base with main); FORMAT=md prints the Markdown the pull request comment shows.
+.PHONY: diff
+diff: $(STAMP)
+	$(PY) -m tools.review$(if $(BASE), --base $(BASE))$(if $(FORMAT), --format $(FORMAT))

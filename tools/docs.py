@@ -61,6 +61,9 @@ SECTIONS: tuple[Section, ...] = (
     Section("cost", "README.md", "tools.cost.report:readme_section",
             ("templates/*.json", "params/*", "prices/*.json", "tools/cost/*.py", "stacks/gpu.py",
              "app/contract.py")),
+    Section("review-sample", "README.md", "tools.review.sample:readme_section",
+            ("templates/*.json", "params/*.json", "tools/review/*", "tools/render.py",
+             "tools/cfn_types.py", "tools/cost/*.py", "prices/*.json")),
 )
 
 

@@ -11,14 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from tools import params as params_files
 from tools.cost import estimate as est
-from tools.cost import facts as facts_mod
-from tools.cost import prices as prices_mod
-from tools.cost import report, schedule
-
-ERRORS = (prices_mod.PriceError, est.AssumptionError, facts_mod.FactsError,
-          schedule.ScheduleError, params_files.ParamsError)
+from tools.cost import report
 
 
 def _overrides(pairs: list[str], path: str | None) -> dict[str, str]:
@@ -56,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = _overrides(args.assume, args.assumptions)
         print("\n".join(report.table(report.estimate_env(args.env, overrides=overrides))))
         return 0
-    except ERRORS as error:
+    except report.ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

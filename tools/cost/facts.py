@@ -110,7 +110,12 @@ def _kept_images(props: dict) -> int | None:
 
 def collect(env: str, templates_dir: Path = render.TEMPLATES_DIR,
             values: dict[str, str] | None = None) -> Facts:
-    rendered = render.render_environment(env, templates_dir=templates_dir, values=values)
+    return from_rendering(env, render.render_environment(env, templates_dir=templates_dir,
+                                                         values=values))
+
+
+def from_rendering(env: str, rendered: render.Rendered) -> Facts:
+    """The facts of one environment's rendering (the review report passes its own)."""
     res = _resources(rendered)
     by_type = lambda t: [props for _, typ, props in res if typ == t]  # noqa: E731
 

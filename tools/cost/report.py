@@ -18,8 +18,11 @@ from tools import render
 from tools.cost import estimate as est
 from tools.cost import facts as facts_mod
 from tools.cost import prices as prices_mod
+from tools.cost.schedule import ScheduleError
 
 CHANGE_THRESHOLD_USD = 0.01
+ERRORS = (prices_mod.PriceError, est.AssumptionError, facts_mod.FactsError,
+          ScheduleError, params_files.ParamsError)
 
 
 def estimate_env(env: str, templates_dir: Path = render.TEMPLATES_DIR,
@@ -76,6 +79,13 @@ def readme_section(by_env: dict[str, est.Estimate] | None = None) -> str:
         f"**{by_env[e].floor:.2f}** | **{by_env[e].ceiling:.2f}**" for e in envs) + " |")
     notes = [f"- {e}: {by_env[e].surge}" for e in envs]
     return "\n".join([*rows, "", *notes])
+
+
+def estimate_rendering(env: str, templates: dict[str, dict], region: str) -> est.Estimate:
+    """The estimate of an environment's rendered templates (as the review report holds them)."""
+    rendered = render.Rendered(env=env, region=region, templates=templates, parameters={})
+    facts = facts_mod.from_rendering(env, rendered)
+    return est.build(facts, prices_mod.load(facts.region), est.assumptions())
 
 
 def cost_change(base: dict[str, est.Estimate], head: dict[str, est.Estimate]) -> list[str]:
