@@ -4,6 +4,7 @@
     python generate.py             write templates/*.json and the generated doc sections
     python generate.py --check     write nothing; exit 1 naming every stale template or section
     python generate.py --out DIR   write the templates to DIR instead of templates/ (no docs)
+    python generate.py --templates-only [--check]   the templates alone
 
 No AWS call is made. Output is byte-identical on every run (sorted keys, fixed indent). The
 generated tables of the README and docs/ (tools/docs.py) are written after the templates, from
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                              "the files in the output directory (for CI and pre-commit)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
                         help="output directory (default: templates/)")
+    parser.add_argument("--templates-only", action="store_true",
+                        help="leave the generated doc sections alone (write or check templates)")
     parser.add_argument("--settings", type=Path, default=DEFAULT_SETTINGS, metavar="FILE",
                         help="generation settings file (default: generation.toml)")
     args = parser.parse_args(argv)
@@ -79,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generate.py: error: {error}", file=sys.stderr)
         return 2
 
-    with_docs = args.out.resolve() == DEFAULT_OUT  # the docs describe the committed templates
+    # The docs describe the committed templates: not written for another output directory.
+    with_docs = args.out.resolve() == DEFAULT_OUT and not args.templates_only
     if args.check:
         differing = stale(rendered, args.out)
         for name in differing:

@@ -101,7 +101,7 @@ def working_tree(repo: Path = REPO) -> Snapshot:
 def check_fresh(repo: Path = REPO) -> None:
     """Refuse to review stale templates: the diff would not be what the generator writes."""
     result = subprocess.run([sys.executable,  # noqa: S603 (fixed argv)
-                             str(repo / "generate.py"), "--check"], cwd=repo,
+                             str(repo / "generate.py"), "--check", "--templates-only"], cwd=repo,
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise ReviewError("templates/ is stale against the generator (generate.py --check):\n"
