@@ -424,11 +424,11 @@ def test_a_missing_parameter_mapping_fails_the_rehearsal_naming_it(tmp_path):
 
 
 def test_the_rehearsal_refuses_real_aws(monkeypatch):
-    from tools import deploy
+    from tools.deploy import apply, target
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    target = deploy.Target(env="dev", params={}, region=REGION, account=ACCOUNT,
+    tgt = target.Target(env="dev", params={}, region=REGION, account=ACCOUNT,
                            templates_dir=REPO / "templates")
-    with pytest.raises(deploy.DeployError, match="only to a local emulator"):
-        deploy.deploy(deploy.Aws(clients={"region": REGION}), target, None, {}, rehearsal=True,
+    with pytest.raises(target.DeployError, match="only to a local emulator"):
+        apply.deploy(target.Aws(clients={"region": REGION}), tgt, None, {}, rehearsal=True,
                       wait_timeout=None)
