@@ -171,3 +171,41 @@ def test_a_failed_delete_names_the_resource_and_what_to_do(stubs):
     with pytest.raises(DeployError, match="CapacityProvider") as error:
         teardown.delete_root(aws_with(stubs, "cloudformation"), target(), sleep=lambda s: None)
     assert "make teardown again" in error.value.hint
+
+
+def attributes(protected: str) -> dict:
+    return {"Attributes": [{"Key": "access_logs.s3.enabled", "Value": "true"},
+                           {"Key": "deletion_protection.enabled", "Value": protected}]}
+
+
+def test_teardown_turns_the_alb_deletion_protection_off_and_says_so(stubs, capsys):
+    elbv2 = stubs("elbv2")[1]
+    elbv2.add_response("describe_load_balancer_attributes", attributes("true"),
+                       {"LoadBalancerArn": ALB})
+    elbv2.add_response("modify_load_balancer_attributes", {}, {
+        "LoadBalancerArn": ALB,
+        "Attributes": [{"Key": "deletion_protection.enabled", "Value": "false"}]})
+    teardown.release_load_balancers(aws_with(stubs, "elbv2"), [ALB])
+    out = capsys.readouterr().out
+    assert "load balancer llm-api-prod: deletion protection was ON; turned it OFF" in out
+
+
+def test_an_unprotected_alb_is_left_alone(stubs, capsys):
+    stubs("elbv2")[1].add_response("describe_load_balancer_attributes", attributes("false"),
+                                   {"LoadBalancerArn": ALB})
+    teardown.release_load_balancers(aws_with(stubs, "elbv2"), [ALB])  # no modify call
+    assert "deletion protection is off" in capsys.readouterr().out
+
+
+def test_the_plan_lists_the_load_balancers(stubs):
+    cfn = stubs("cloudformation")[1]
+    cfn.add_response("list_stack_resources", {"StackResourceSummaries": [
+        resource("LoadBalancer", "AWS::CloudFormation::Stack", "lb-stack")]}, {"StackName": ROOT})
+    cfn.add_response("list_stack_resources", {"StackResourceSummaries": [
+        resource("LoadBalancer", "AWS::ElasticLoadBalancingV2::LoadBalancer", ALB)]},
+        {"StackName": "lb-stack"})
+    for name in (ROOT, "lb-stack"):
+        cfn.add_response("get_template", {"TemplateBody": json.dumps({"Resources": {}})},
+                         {"StackName": name, "TemplateStage": "Processed"})
+    assert teardown.plan_teardown(aws_with(stubs, "cloudformation"), target()).load_balancers == [
+        ALB]
