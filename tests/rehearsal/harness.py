@@ -166,6 +166,38 @@ class Rehearsal:
                 DomainName=domain or "rehearsal.example.com",
                 ValidationMethod="DNS")["CertificateArn"]
 
+    def cli_deploy(self, directory: Path) -> Step:
+        """The README's manual path, the plain AWS CLI: `aws cloudformation package`, the
+        params file plus the deploy-time values in a copy, `aws cloudformation deploy`."""
+        project = self.params["ProjectName"]
+        bucket = f"{project}-{self.env}-artifacts-{ACCOUNT}-{REGION}"
+        packaged, values = directory / "packaged.json", directory / f"{self.env}.json"
+        merged = {"RepositoryPrefix": f"{project}-{self.env}", **self.params,
+                  "ImageTag": "rehearsal-placeholder", **self.overrides}
+        values.write_text(params_file.render(merged))
+        commands = [
+            ["cloudformation", "package", "--template-file", str(self.templates / "root.json"),
+             "--s3-bucket", bucket, "--s3-prefix", self.env, "--output-template-file",
+             str(packaged), "--use-json"],
+            ["cloudformation", "deploy", "--template-file", str(packaged), "--stack-name",
+             f"{project}-{self.env}", "--parameter-overrides", f"file://{values}",
+             "--capabilities", "CAPABILITY_IAM", "CAPABILITY_NAMED_IAM",
+             "--tags", f"Project={project}", f"Environment={self.env}",
+             "--no-fail-on-empty-changeset"],
+        ]
+        output, code = "", 0
+        for command in commands:
+            result = subprocess.run([str(Path(sys.executable).parent / "aws"), *command],  # noqa: S603
+                                    cwd=REPO, env=aws_environment(self.port), text=True,
+                                    capture_output=True, timeout=300, check=False)
+            output += f"$ aws {' '.join(command)}\n{result.stdout}{result.stderr}"
+            code = result.returncode
+            if code:
+                break
+        step = Step(["(aws cli)", self.env], code, output)
+        self.steps.append(step)
+        return step
+
     def deploy_args(self) -> list[str]:
         args = ["deploy", self.env, "--rehearsal", "--templates", str(self.templates)]
         for key, value in self.overrides.items():

@@ -53,8 +53,13 @@ def retained_resources(cfn, tree: list[stackwatch.StackNode]) -> list[Kept]:
         template = aws_call(lambda node=node: cfn.get_template(StackName=node.stack_id,
                                                                TemplateStage="Processed"),
                             f"read the template of {node.label}")["TemplateBody"]
-        if isinstance(template, str):
-            template = json.loads(template)
+        if isinstance(template, str):  # boto3 parses JSON bodies; a string is YAML or odd
+            try:
+                template = json.loads(template)
+            except json.JSONDecodeError:
+                say(f"  (template of {node.label} not readable as JSON: its retained "
+                    "resources are not listed below)")
+                continue
         for resource in node.resources:
             body = template.get("Resources", {}).get(resource["LogicalResourceId"], {})
             if body.get("DeletionPolicy") not in stackwatch.RETAINING_POLICIES:
