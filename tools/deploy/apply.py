@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from stacks import names
 from tools import stackwatch
-from tools.deploy import changeset, fleet
+from tools.deploy import changeset, fleet, verify
 from tools.deploy.events import StackEvents, wait_for_stack
 from tools.deploy.images import check_images, read_record
 from tools.deploy.local import package
@@ -171,8 +171,6 @@ def run_preflight(aws: Aws, target: Target, skip: bool) -> None:
 
 def deploy(aws: Aws, target: Target, image_tag: str | None, overrides: dict[str, str],
            rehearsal: bool, wait_timeout: int | None, skip_preflight: bool = False) -> int:
-    from tools.deploy import verify
-
     if rehearsal:
         endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
         if urlparse(endpoint).hostname not in ("localhost", "127.0.0.1"):
