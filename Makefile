@@ -19,10 +19,9 @@ help:
 	@echo "make rehearse   bootstrap + deploy against moto on 127.0.0.1, no AWS (part of make test)"
 	@echo "make cost ENV=<env>   monthly estimate, floor and ceiling by component (README, Cost)"
 	@echo "make cost-prices REGION=<region>   refresh prices/<region>.json from AWS (credentials)"
-
 	@echo "make diff [BASE=ref] [FORMAT=md]   review a template/params change per environment (README)"
 	@echo "make bench      benchmarks: generation time, gateway overhead (a few minutes; README, Benchmarks)"
-	@echo "make bootstrap|images|preview|deploy|teardown ENV=<env>   the deploy path (README, Deploy)"
+	@echo "make bootstrap|images|preview|deploy|roll|teardown ENV=<env>   the deploy path (README, Deploy)"
 	@echo "make preflight ENV=<env>   read-only checks of the account before a deploy (README, Preflight)"
 
 venv: $(STAMP)
@@ -72,18 +71,18 @@ clean:
 
 # Deploy path (README, "Deploy"; docs/operations.md): python -m tools.deploy STEP ENV.
 # ENV names params/ENV.json. IMAGE_TAG=<tag> overrides the tag `images` recorded; YES=1 skips
-# teardown's confirmation.
-.PHONY: rehearse bootstrap images preview deploy teardown
+# teardown's confirmation; SKIP_PREFLIGHT=1 deploys without the account checks (said loudly).
+.PHONY: rehearse bootstrap images preview deploy roll teardown
 require-env = $(if $(strip $(ENV)),,$(error say which environment: make $@ ENV=dev (params/<env>.json)))
 
 rehearse: $(STAMP)
 	REHEARSAL_VERBOSE=1 $(PY) -m pytest tests/rehearsal -s -q
 
-bootstrap images: $(STAMP)
+bootstrap images roll: $(STAMP)
 	$(require-env)$(PY) -m tools.deploy $@ $(ENV)
 
 preview deploy: $(STAMP)
-	$(require-env)$(PY) -m tools.deploy $@ $(ENV)$(if $(IMAGE_TAG), --image-tag $(IMAGE_TAG))
+	$(require-env)$(PY) -m tools.deploy $@ $(ENV)$(if $(IMAGE_TAG), --image-tag $(IMAGE_TAG))$(if $(and $(SKIP_PREFLIGHT),$(filter deploy,$@)), --skip-preflight)
 
 teardown: $(STAMP)
 	$(require-env)$(PY) -m tools.deploy $@ $(ENV)$(if $(YES), --yes)

@@ -15,7 +15,7 @@ from functools import cache
 import pytest
 
 from tests.cfn import REPO
-from tools import deploy
+from tools.deploy.cli import build_parser
 
 RUNBOOK = REPO / "docs" / "operations.md"
 
@@ -124,7 +124,7 @@ def deploy_problem(command: str) -> str | None:
     arguments = [re.sub(r"\$\w+|\$\{\w+\}", "dev", t) for t in words(command)]
     arguments = [("dev" if placeholder(t) else t) for t in arguments]
     try:
-        deploy.build_parser().parse_args(arguments)
+        build_parser().parse_args(arguments)
     except SystemExit:
         return f"python -m tools.deploy {command}: does not parse"
     return None

@@ -212,8 +212,15 @@ class Change:
     expanded: bool = False  # a nested stack whose own changes follow in the list
 
 
-def change_set_pages(cfn, change_set: str, stack: str | None = None) -> Iterator[dict]:
+def change_set_pages(cfn, change_set: str, stack: str | None = None,
+                     first: dict | None = None) -> Iterator[dict]:
+    """Every page of a change set; `first` is a first page already read (not read again)."""
     token = None
+    if first is not None:
+        yield first
+        token = first.get("NextToken")
+        if not token:
+            return
     while True:
         kwargs = {"ChangeSetName": change_set, **({"StackName": stack} if stack else {}),
                   **({"NextToken": token} if token else {})}
@@ -236,11 +243,11 @@ def _details(change: dict) -> str:
     return ", ".join(names)
 
 
-def collect_changes(cfn, change_set_id: str, label: str = "root",
-                    depth: int = 0) -> list[Change]:
+def collect_changes(cfn, change_set_id: str, label: str = "root", depth: int = 0,
+                    first: dict | None = None) -> list[Change]:
     """Every resource change of a change set and of its nested change sets (depth first)."""
     changes: list[Change] = []
-    for page in change_set_pages(cfn, change_set_id):
+    for page in change_set_pages(cfn, change_set_id, first=first):
         for item in page.get("Changes", []):
             change = item.get("ResourceChange", {})
             logical = change.get("LogicalResourceId", "")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tools import params as params_file
+from tools.deploy.apply import PLACEHOLDER_TAG
 
 REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -162,9 +163,43 @@ class Rehearsal:
                 Name=parent, CallerReference=f"rehearsal-{self.env}")["HostedZone"]["Id"]
             self.overrides["HostedZoneId"] = zone.rsplit("/", 1)[-1]
         if values.get("CertificateArn"):
-            self.overrides["CertificateArn"] = self.client("acm").request_certificate(
-                DomainName=domain or "rehearsal.example.com",
-                ValidationMethod="DNS")["CertificateArn"]
+            # An existing certificate is an issued one (preflight checks that): imported, so
+            # moto reports ISSUED as ACM does for an imported certificate.
+            certificate, key = self_signed(domain or "rehearsal.example.com")
+            self.overrides["CertificateArn"] = self.client("acm").import_certificate(
+                Certificate=certificate, PrivateKey=key)["CertificateArn"]
+
+    def cli_deploy(self, directory: Path) -> Step:
+        """The README's manual path, the plain AWS CLI: `aws cloudformation package`, the
+        params file plus the deploy-time values in a copy, `aws cloudformation deploy`."""
+        project = self.params["ProjectName"]
+        bucket = f"{project}-{self.env}-artifacts-{ACCOUNT}-{REGION}"
+        packaged, values = directory / "packaged.json", directory / f"{self.env}.json"
+        merged = {"RepositoryPrefix": f"{project}-{self.env}", **self.params,
+                  "ImageTag": PLACEHOLDER_TAG, **self.overrides}
+        values.write_text(params_file.render(merged))
+        commands = [
+            ["cloudformation", "package", "--template-file", str(self.templates / "root.json"),
+             "--s3-bucket", bucket, "--s3-prefix", self.env, "--output-template-file",
+             str(packaged), "--use-json"],
+            ["cloudformation", "deploy", "--template-file", str(packaged), "--stack-name",
+             f"{project}-{self.env}", "--parameter-overrides", f"file://{values}",
+             "--capabilities", "CAPABILITY_IAM", "CAPABILITY_NAMED_IAM",
+             "--tags", f"Project={project}", f"Environment={self.env}",
+             "--no-fail-on-empty-changeset"],
+        ]
+        output, code = "", 0
+        for command in commands:
+            result = subprocess.run([str(Path(sys.executable).parent / "aws"), *command],  # noqa: S603
+                                    cwd=REPO, env=aws_environment(self.port), text=True,
+                                    capture_output=True, timeout=300, check=False)
+            output += f"$ aws {' '.join(command)}\n{result.stdout}{result.stderr}"
+            code = result.returncode
+            if code:
+                break
+        step = Step(["(aws cli)", self.env], code, output)
+        self.steps.append(step)
+        return step
 
     def deploy_args(self) -> list[str]:
         args = ["deploy", self.env, "--rehearsal", "--templates", str(self.templates)]
@@ -173,15 +208,54 @@ class Rehearsal:
         return args
 
     def run(self) -> Rehearsal:
-        """bootstrap then deploy; stops at the first failing step."""
+        """bootstrap then deploy (its preflight included); stops at the first failing step."""
         self.prepare_account()
         if self.step("bootstrap", self.env, "--templates", str(self.templates)).returncode == 0:
+            self.prepare_for_preflight()
             self.step(*self.deploy_args())
         return self
+
+    def prepare_for_preflight(self, tag: str = PLACEHOLDER_TAG) -> None:
+        """What deploy's preflight reads and moto cannot give: the ec2 quotas (moto's Service
+        Quotas knows only `vpc`) and the images `make images` would have pushed."""
+        for code, name, value in QUOTAS:
+            set_service_quota(self.port, "ec2", code, name, value)
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in self.client(
+            "cloudformation").describe_stacks(StackName=f"{self.params['ProjectName']}-"
+                                              f"{self.env}-registry")["Stacks"][0]["Outputs"]}
+        for image in ("Gateway", "Ollama"):
+            push_image_manifest(self, outputs[f"{image}RepositoryName"], tag)
 
     @property
     def succeeded(self) -> bool:
         return len(self.steps) >= 2 and all(s.returncode == 0 for s in self.steps[:2])
+
+
+def self_signed(domain: str) -> tuple[bytes, bytes]:
+    """A PEM certificate and key for domain (valid for a day): what an imported one looks like."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), False)
+                   .sign(key, hashes.SHA256()))
+    return (certificate.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+# The account the rehearsal stands in for: room for dev and prod (test_preflight.py sets its own).
+QUOTAS = (("L-DB2E81BA", "Running On-Demand G and VT instances", 256),
+          ("L-0263D0A3", "EC2-VPC Elastic IPs", 5))
 
 
 def copy_templates(source: Path, destination: Path) -> Path:

@@ -35,6 +35,16 @@ Patches, each on moto's own classes or backends (nothing else is changed):
 14. DescribeStacks shows a List/CommaDelimitedList parameter comma-joined, as AWS does (stock
     moto: the Python repr of a list, "['a', 'b']").
 15. UpdateTerminationProtection (an API action moto lacks): sets the flag DescribeStacks shows.
+16. An ALB created by CloudFormation gets its LoadBalancerAttributes (stock moto drops them, so
+    prod's deletion_protection.enabled=true never reached the emulator).
+17. ELB deletion protection, as ELB enforces it: DeleteLoadBalancer on a load balancer with
+    deletion_protection.enabled=true answers OperationNotPermitted ("You can't delete a load
+    balancer if deletion protection is enabled", ELB API reference, DeleteLoadBalancer:
+    https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_DeleteLoadBalancer.html;
+    the error code is the documented one, the message text is ours). Stock moto deletes it.
+18. A stack delete that a resource refuses ends DELETE_FAILED, as in AWS: the stack stays, with
+    a DELETE_FAILED event for the refusing resource (its reason) and one per enclosing stack
+    (stock moto drops the stack from its list and answers DeleteStack with an error).
 
 Stock moto skips these types silently, and outputs that refer to them vanish: the rehearsal
 therefore lists every skipped resource it deployed (UNMODELLED below names the ones we know).
@@ -59,6 +69,7 @@ tests cover the static part; a real deploy covers the rest):
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 import json
@@ -537,6 +548,107 @@ def apply() -> None:
         return ActionResult({"StackId": stack.stack_id})
 
     CloudFormationResponse.update_termination_protection = update_termination_protection
+
+    # 16. LoadBalancerAttributes at create.
+    from moto.elbv2.models import ELBv2Backend, elbv2_backends
+
+    original_create_lb = FakeLoadBalancer.create_from_cloudformation_json.__func__
+
+    def create_load_balancer(cls, resource_name, cloudformation_json, account_id, region_name,
+                             **kwargs):
+        balancer = original_create_lb(cls, resource_name, cloudformation_json, account_id,
+                                      region_name, **kwargs)
+        attributes = {a["Key"]: str(a["Value"]).lower() if isinstance(a["Value"], bool)
+                      else str(a["Value"])
+                      for a in cloudformation_json["Properties"].get("LoadBalancerAttributes", [])
+                      if isinstance(a, dict) and "Key" in a}
+        known = {k: v for k, v in attributes.items() if k in FakeLoadBalancer.VALID_ATTRS}
+        if known:
+            elbv2_backends[account_id][region_name].modify_load_balancer_attributes(
+                balancer.arn, known)
+        return balancer
+
+    FakeLoadBalancer.create_from_cloudformation_json = classmethod(create_load_balancer)
+
+    # 17. DeleteLoadBalancer refuses while deletion protection is on.
+    from moto.elbv2.exceptions import ELBClientError
+
+    class OperationNotPermitted(ELBClientError):
+        code = "OperationNotPermitted"
+
+    original_delete_lb = ELBv2Backend.delete_load_balancer
+
+    def delete_load_balancer(self, arn: str) -> None:
+        balancer = self.load_balancers.get(arn)
+        if balancer is not None and str(balancer.attrs.get(
+                "deletion_protection.enabled", "false")).lower() == "true":
+            raise OperationNotPermitted(f"Load balancer '{arn}' cannot be deleted because "
+                                        "deletion protection is enabled")
+        original_delete_lb(self, arn)
+
+    ELBv2Backend.delete_load_balancer = delete_load_balancer
+
+    # 18. A refused delete leaves the stack DELETE_FAILED with events that name the resource.
+    from moto.cloudformation.models import CloudFormationBackend, Event
+    from moto.core.responses import EmptyResult
+
+    class DeleteRefused(Exception):
+        def __init__(self, logical_id: str, resource_type: str, reason: str):
+            super().__init__(reason)
+            self.logical_id, self.resource_type, self.reason = logical_id, resource_type, reason
+            self.recorded = False
+
+    original_delete_resource = parsing.ResourceMap._delete_resource
+
+    def delete_resource(self, parsed_resource, resource_json):
+        try:
+            original_delete_resource(self, parsed_resource, resource_json)
+        except OperationNotPermitted as error:  # only the refusal above: moto orders a delete
+            # by retrying resources that raise, so every other error must pass through
+            raise DeleteRefused(parsed_resource.logical_resource_id, resource_json["Type"],
+                                f"Resource handler returned message: \"{error.message}\" "
+                                f"(Service: ElasticLoadBalancingV2, Status Code: 400, "
+                                f"HandlerErrorCode: {error.code})") from error
+
+    parsing.ResourceMap._delete_resource = delete_resource
+
+    original_delete_stack = CloudFormationBackend.delete_stack
+
+    def delete_stack(self, name_or_stack_id: str) -> None:
+        stack = self.stacks.get(name_or_stack_id) or next(
+            (s for s in self.stacks.values() if s.name == name_or_stack_id), None)
+        try:
+            original_delete_stack(self, name_or_stack_id)
+        except DeleteRefused as refused:
+            if stack is None:
+                raise
+            self.stacks[stack.stack_id] = stack  # moto dropped it before deleting
+            stack.status = "DELETE_FAILED"
+            if stack.events and stack.events[-1].resource_status == "DELETE_FAILED":
+                raise  # moto's delete loop retried the same refused delete: said already
+            if not refused.recorded:
+                refused.recorded = True
+                stack.events.append(Event(
+                    stack_id=stack.stack_id, stack_name=stack.name,
+                    logical_resource_id=refused.logical_id, physical_resource_id="",
+                    resource_type=refused.resource_type, resource_status="DELETE_FAILED",
+                    resource_status_reason=refused.reason, resource_properties=None))
+                stack._add_stack_event("DELETE_FAILED", resource_status_reason=(
+                    f"The following resource(s) failed to delete: [{refused.logical_id}]."))
+            else:
+                stack._add_stack_event("DELETE_FAILED", resource_status_reason=(
+                    "Embedded stack was not successfully deleted: " + refused.reason))
+            raise
+
+    CloudFormationBackend.delete_stack = delete_stack
+
+    def delete_stack_response(self):
+        # AWS answers DeleteStack at once; the failure shows as DELETE_FAILED.
+        with contextlib.suppress(DeleteRefused):
+            self.cloudformation_backend.delete_stack(self._get_param("StackName"))
+        return EmptyResult()
+
+    CloudFormationResponse.delete_stack = delete_stack_response
 
 
 def _bool(value: Any) -> bool:

@@ -389,6 +389,45 @@ def test_a_second_deploy_changes_nothing(deployed, rehearsal):
     assert after["StackStatus"] == before["StackStatus"]
 
 
+def test_the_plain_aws_cli_path_deploys_the_same_stack(deployed, rehearsal, tmp_path):
+    """The README's manual path (`aws cloudformation package` + `aws cloudformation deploy`
+    with the params file) against the stack the tool deployed finds nothing to change: both
+    paths deploy the same template and the same values."""
+    result = rehearsal.cli_deploy(tmp_path)
+    assert result.returncode == 0, result.output
+    assert "No changes to deploy" in result.output
+
+
+def test_teardown_turns_alb_deletion_protection_off_then_deletes(deployed, rehearsal):
+    """Last test of each environment: it deletes the stack. The adapter refuses to delete a
+    load balancer with deletion protection on, as ELB does, so this proves the order."""
+    from botocore.exceptions import ClientError
+
+    elbv2, cfn = rehearsal.client("elbv2"), deployed["cfn"]
+    root = deployed["root"]["StackName"]
+    balancer = elbv2.describe_load_balancers()["LoadBalancers"][0]["LoadBalancerArn"]
+    attributes = {a["Key"]: a["Value"] for a in elbv2.describe_load_balancer_attributes(
+        LoadBalancerArn=balancer)["Attributes"]}
+    protected = attributes.get("deletion_protection.enabled") == "true"
+    assert protected == (rehearsal.params["DeletionProtection"] == "true")
+    if protected:
+        with pytest.raises(ClientError) as refused:
+            elbv2.delete_load_balancer(LoadBalancerArn=balancer)
+        assert refused.value.response["Error"]["Code"] == "OperationNotPermitted"
+    if deployed["root"].get("EnableTerminationProtection"):
+        # docs/operations.md, "Tear down": removing it is a deliberate act of the operator.
+        cfn.update_termination_protection(EnableTerminationProtection=False, StackName=root)
+    result = rehearsal.step("teardown", rehearsal.env, "--yes")
+    assert result.returncode == 0, result.output
+    if protected:
+        assert "deletion protection was ON; turned it OFF" in result.output
+        assert result.output.index("turned it OFF") < result.output.index("deleting stack")
+    assert f"stack {root} deleted" in result.output
+    assert not elbv2.describe_load_balancers()["LoadBalancers"]
+    assert not [s for s in cfn.list_stacks()["StackSummaries"]
+                if s["StackName"] == root and s["StackStatus"] != "DELETE_COMPLETE"]
+
+
 # ---------------------------------------------------------------------------------------------
 # A broken wiring must fail the rehearsal, naming what is missing
 # ---------------------------------------------------------------------------------------------
@@ -424,11 +463,11 @@ def test_a_missing_parameter_mapping_fails_the_rehearsal_naming_it(tmp_path):
 
 
 def test_the_rehearsal_refuses_real_aws(monkeypatch):
-    from tools import deploy
+    from tools.deploy import apply, target
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    target = deploy.Target(env="dev", params={}, region=REGION, account=ACCOUNT,
+    tgt = target.Target(env="dev", params={}, region=REGION, account=ACCOUNT,
                            templates_dir=REPO / "templates")
-    with pytest.raises(deploy.DeployError, match="only to a local emulator"):
-        deploy.deploy(deploy.Aws(clients={"region": REGION}), target, None, {}, rehearsal=True,
+    with pytest.raises(target.DeployError, match="only to a local emulator"):
+        apply.deploy(target.Aws(clients={"region": REGION}), tgt, None, {}, rehearsal=True,
                       wait_timeout=None)

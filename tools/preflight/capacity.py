@@ -8,6 +8,7 @@ import re
 from botocore.exceptions import ClientError
 
 from stacks import names
+from tools.deploy.roll import PREFERENCES
 from tools.preflight.core import (
     CheckUnavailable,
     Context,
@@ -40,11 +41,10 @@ COUNTED_STATES = ("pending", "running")
 # 100% and maximum healthy above 100%. MaxHealthyPercentage is "the maximum percentage of the
 # group that can be in service and healthy, or pending ... when replacing instances", of the
 # desired capacity (https://docs.aws.amazon.com/autoscaling/ec2/APIReference/
-# API_InstanceMaintenancePolicy.html). We assume the roll's maximum is 110%: at the group's
-# largest size (AsgMaxSize) it adds ceil(AsgMaxSize x 10%) instances, at least one: one spare
-# GPU instance for any AsgMaxSize up to 10. With 200% it could add one per running instance;
-# keep this constant equal to what `make roll` sets.
-ROLL_MAX_HEALTHY_PERCENT = 110
+# API_InstanceMaintenancePolicy.html). `make roll` sets 110% (tools/deploy/roll.py): at the
+# group's largest size (AsgMaxSize) it adds ceil(AsgMaxSize x 10%) instances, at least one: one
+# spare GPU instance for any AsgMaxSize up to 10.
+ROLL_MAX_HEALTHY_PERCENT = PREFERENCES["MaxHealthyPercentage"]
 
 
 def roll_surge(max_size: int, max_healthy_percent: int = ROLL_MAX_HEALTHY_PERCENT) -> int:

@@ -1,7 +1,6 @@
 """What every preflight check shares: the three outcomes, one result, the context, AWS errors.
 
-Every import from the deploy tool lives here, in the block below, so the checks can follow it
-when tools/deploy.py becomes a package: re-point these lines and nothing else.
+Every import from the deploy tool (tools/deploy/) lives here, in the block below.
 """
 
 from __future__ import annotations
@@ -13,13 +12,12 @@ from enum import Enum
 from stacks import names
 
 # --- the deploy tool: the one place this package imports it from -----------------------------
-from tools.deploy import (  # noqa: F401 (re-exported for the checks and the CLI)
-    IMAGES,
+from tools.deploy.images import IMAGES, read_record  # noqa: F401 (re-exported for the checks)
+from tools.deploy.target import (  # noqa: F401 (re-exported for the checks and the CLI)
     Aws,
     DeployError,
     Target,
     hint_for,
-    read_record,
     resolve_target,
 )
 
