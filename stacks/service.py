@@ -63,10 +63,19 @@ CONTAINER_USER = "10001:10001"
 OLLAMA_HOME = "/home/ollama"  # tmpfs: Ollama writes its key pair under $HOME at start
 CONTAINER_TMP = "/tmp"  # noqa: S108 (a private tmpfs inside the container, not the host's /tmp)
 TMPFS_MIB = {CONTAINER_TMP: 512, OLLAMA_HOME: 64}
-# Writable paths the ECS Exec (SSM) agent needs in a read-only container. AWS documents ECS Exec
-# as unsupported with readonlyRootFilesystem; these tmpfs mounts are the community workaround
-# (aws/containers-roadmap#1359, amazon-ecs-exec-checker#71). Only mounted when ECS Exec is on.
-ECS_EXEC_PATHS = ("/managed-agents", "/var/lib/amazon/ssm", "/var/log/amazon/ssm")
+# Writable paths the ECS Exec (SSM) agent needs in a read-only container, mounted only when
+# ECS Exec is on (aws/containers-roadmap#1359). The SSM agent keeps its state and session files
+# under /var/lib/amazon/ssm (aws/amazon-ssm-agent@1c217c89 agent/appconfig/constants_unix.go,
+# AgentData, SessionFilesPath). NOT here, on purpose:
+# - /var/log/amazon/ssm: on EC2 the ECS agent bind-mounts a host log directory there, read-write,
+#   into every container of an Exec-enabled task (aws/amazon-ecs-agent@8dfceca6
+#   agent/engine/execcmd/manager_init_task_linux.go, addRequiredBindMounts, ContainerLogDir),
+#   and Docker refuses a tmpfs at a bind's destination: "Duplicate mount point"
+#   (moby/moby@b985e231 daemon/volumes.go, registerMountPoints). The container would not start.
+# - /managed-agents: the ECS agent's own path; it mounts the SSM binaries read-only under
+#   /ecs-execute-command-<uuid>/ in the task container (same file, ContainerDepsDirPrefix).
+# tests/stacks/test_service.py holds every container mount against those bind destinations.
+ECS_EXEC_PATHS = ("/var/lib/amazon/ssm",)
 GATEWAY_HEALTH_COMMAND = [
     "CMD", "python", "-c",
     "import sys, urllib.request; "

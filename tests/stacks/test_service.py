@@ -17,7 +17,8 @@ from app.contract import (
     Source,
 )
 from stacks import names
-from tests.cfn import generated, props, resources
+from tests.cfn import generated, props, resources, walk
+from tests.stacks import ecs_agent
 
 SECRET_LOOKING = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
 
@@ -94,6 +95,36 @@ def test_gateway_is_read_only_non_root_with_init_and_the_budget_stop_timeout():
     assert tmpfs[0] == "ExecOn"
     assert {m["ContainerPath"] for m in tmpfs[2]} == {"/tmp"}
     assert {m["ContainerPath"] for m in tmpfs[1]} >= {"/tmp", "/var/lib/amazon/ssm"}
+
+
+def container_paths(container: dict) -> set[str]:
+    """Every ContainerPath a container mounts (tmpfs and mount points, both sides of Fn::If)."""
+    return {value for path, value in walk(container)
+            if path and path[-1] in ("ContainerPath",) and isinstance(value, str)}
+
+
+@pytest.mark.parametrize("container", ["gateway", "ollama"])
+def test_no_mount_or_tmpfs_where_the_ecs_agent_binds_for_exec(container):
+    # The agent bind-mounts its exec log dir and binaries into Exec-enabled containers; Docker
+    # refuses a tmpfs at a bind's destination (tests/stacks/ecs_agent.py has the sources).
+    paths = container_paths(containers()[container])
+    assert "/tmp" in paths, "the walk found the tmpfs mounts"
+    colliding = sorted(p for p in paths if ecs_agent.collides_with_exec_binds(p))
+    assert not colliding, (
+        f"{container}: {colliding} is bind-mounted by the ECS agent when ECS Exec is on "
+        f"(amazon-ecs-agent@{ecs_agent.ECS_AGENT_COMMIT[:8]} execcmd/manager_init_task_linux.go); "
+        f"Docker refuses it: {ecs_agent.DUPLICATE_MOUNT_ERROR}")
+
+
+@pytest.mark.parametrize("container", ["gateway", "ollama"])
+def test_ssm_agent_state_dir_is_writable_only_when_exec_is_on(container):
+    # amazon-ssm-agent@1c217c89 agent/appconfig/constants_unix.go: AgentData
+    # /var/lib/amazon/ssm/ holds the session files (SessionFilesPath) the exec session writes.
+    on, off = containers()[container]["LinuxParameters"]["Tmpfs"]["Fn::If"][1:]
+    assert "/var/lib/amazon/ssm" in {m["ContainerPath"] for m in on}
+    assert "/var/lib/amazon/ssm" not in {m["ContainerPath"] for m in off}
+    assert "/managed-agents" not in {m["ContainerPath"] for m in on}, (
+        "/managed-agents is the ECS agent's own path, never a task container's")
 
 
 def test_ollama_is_read_only_and_non_root_too():
