@@ -12,6 +12,7 @@ import json
 from troposphere import (
     AWSHelperFn,
     Equals,
+    FindInMap,
     GetAtt,
     If,
     Join,
@@ -41,7 +42,7 @@ from app.contract import (
     Source,
     setting,
 )
-from stacks import names, policies
+from stacks import model_load, names, policies
 from stacks.base import (
     Layer,
     add_output,
@@ -85,7 +86,6 @@ GATEWAY_HEALTH_COMMAND = [
 # `ollama ps` lists models loaded in memory: the check passes only once the model is loaded,
 # not merely present on disk. The image has no curl or wget; it has the ollama CLI and grep.
 OLLAMA_HEALTH_COMMAND = "ollama ps | grep -qF -- '${ModelName}' || exit 1"
-OLLAMA_START_PERIOD = 300  # ECS maximum; the service's grace period covers longer loads
 
 # Parameters of this layer.
 OLLAMA_MEMORY = "OllamaMemoryMiB"
@@ -159,10 +159,16 @@ class ServiceLayer(Layer):
                         "stay healthy during a deploy, in % of desired (below 100: downtime)",
                         Default=SERVICE_DEFAULTS[names.DEPLOYMENT_MIN_HEALTHY_PERCENT],
                         MinValue=0, MaxValue=100)
-        typed_parameter(t, GRACE_PERIOD, "Number", "Model-load budget: seconds the service "
-                        "ignores failing load balancer health checks after a task starts "
-                        "(image pull + model load into GPU memory)", Default=900, MinValue=60,
-                        MaxValue=7200)
+        typed_parameter(t, model_load.MODEL_LOAD_SECONDS, "Number", "Model-load budget: "
+                        "seconds from task start until the model is in GPU memory (image pull "
+                        "+ Ollama start + load); sets the Ollama health check and start timeout "
+                        "(stacks/model_load.py)", Default=model_load.DEFAULT_LOAD_SECONDS,
+                        AllowedValues=list(model_load.LOAD_TIERS))
+        typed_parameter(t, GRACE_PERIOD, "Number", "Seconds the service ignores failing load "
+                        "balancer and container health checks after a task starts; at least "
+                        "ModelLoadSeconds + the Ollama check interval + HealthyThresholdCount x "
+                        "HealthCheckIntervalSeconds (make rollout-check)", Default=900,
+                        MinValue=60, MaxValue=7200)
         boolean_parameter(t, ECS_EXEC, "Allow ECS Exec into the containers (off in prod)",
                           "false")
         typed_parameter(t, REQUESTS_PER_TARGET, "Number", "Target tracking: ALB requests per "
@@ -183,6 +189,8 @@ class ServiceLayer(Layer):
         typed_parameter(t, TTFT_THRESHOLD, "Number", "Alarm when time to first token p95 "
                         "exceeds this (ms)", Default=10000, MinValue=100)
 
+        # Rules 1 and 2 of stacks/model_load.py, per load tier (CloudFormation has no arithmetic).
+        t.add_mapping(model_load.MAPPING, model_load.mapping())
         t.add_condition("ExecOn", Equals(Ref(ECS_EXEC), "true"))
         t.add_condition("ScheduleOn", Equals(Ref(SCHEDULED_SCALING), "true"))
         t.add_condition("HasAlarmEmail", Not(Equals(Ref(ALARM_EMAIL), "")))
@@ -268,6 +276,9 @@ class ServiceLayer(Layer):
                 "max-buffer-size": "25m",
             })
 
+        def budget(key):
+            return FindInMap(model_load.MAPPING, Ref(model_load.MODEL_LOAD_SECONDS), key)
+
         def tmpfs(paths):
             return [ecs.Tmpfs(ContainerPath=path, Size=TMPFS_MIB.get(path, 64),
                               MountOptions=["noexec", "nosuid", "nodev"] if path != CONTAINER_TMP else
@@ -339,9 +350,15 @@ class ServiceLayer(Layer):
                 Tmpfs=If("ExecOn", tmpfs((CONTAINER_TMP, OLLAMA_HOME) + ECS_EXEC_PATHS),
                          tmpfs((CONTAINER_TMP, OLLAMA_HOME))),
             ),
+            # From the model-load budget (stacks/model_load.py): the check does not give up
+            # while the model loads within ModelLoadSeconds, and the gateway's dependsOn HEALTHY
+            # wait ends (StartTimeout of this, the dependency container) when the check would.
             HealthCheck=ecs.HealthCheck(
                 Command=["CMD-SHELL", Sub(OLLAMA_HEALTH_COMMAND)],
-                Interval=30, Timeout=10, Retries=5, StartPeriod=OLLAMA_START_PERIOD),
+                Interval=budget("OllamaCheckInterval"), Timeout=budget("OllamaCheckTimeout"),
+                Retries=budget("OllamaCheckRetries"),
+                StartPeriod=budget("OllamaCheckStartPeriod")),
+            StartTimeout=budget("OllamaStartTimeout"),
             LogConfiguration=log_configuration(ollama_logs, OLLAMA),
         )
         return t.add_resource(ecs.TaskDefinition(

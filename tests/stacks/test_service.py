@@ -70,7 +70,8 @@ def test_ollama_health_check_proves_the_model_is_loaded_without_curl():
     command = check["Command"][1]["Fn::Sub"]
     assert command.startswith("ollama ps") and "${ModelName}" in command
     assert "curl" not in command and "wget" not in command
-    assert check["StartPeriod"] == 300
+    assert check["StartPeriod"] == {"Fn::FindInMap": ["ModelLoadBudget", {"Ref": "ModelLoadSeconds"},
+                                                      "OllamaCheckStartPeriod"]}
 
 
 def test_gateway_waits_for_a_healthy_ollama_and_exposes_only_its_port():
@@ -369,3 +370,59 @@ def test_image_uris_are_built_by_root_from_prefix_and_tag():
     assert "Default" not in root["Parameters"]["ImageTag"]
     assert root["Parameters"]["RepositoryPrefix"] == generated()["registry.json"]["Parameters"][
         "RepositoryPrefix"] | {"Description": root["Parameters"]["RepositoryPrefix"]["Description"]}
+
+
+# -- the model-load budget (stacks/model_load.py) -----------------------------------------
+
+
+def resolve(value, template: dict, parameters: dict[str, str]):
+    """A container number as deployed: a literal, or Fn::FindInMap keyed by a parameter."""
+    if isinstance(value, dict) and "Fn::FindInMap" in value:
+        mapping, key, field = value["Fn::FindInMap"]
+        if isinstance(key, dict):
+            name = key["Ref"]
+            key = parameters.get(name, str(template["Parameters"][name].get("Default")))
+        return template["Mappings"][mapping][key][field]
+    return value
+
+
+def env_parameters() -> list[tuple[str, dict[str, str]]]:
+    from tools import params
+    return [(env, params.load_env(env)) for env in params.environments()]
+
+
+@pytest.mark.parametrize(("env", "values"), env_parameters(), ids=lambda v: v if isinstance(v, str) else "")
+def test_ollama_check_waits_out_the_load_budget_and_bounds_the_gateways_wait(env, values):
+    template = service_template()
+    ollama = containers()["ollama"]
+    number = lambda v: int(resolve(v, template, values))  # noqa: E731
+    check = ollama["HealthCheck"]
+    start, interval, retries, timeout = (number(check[k]) for k in
+                                         ("StartPeriod", "Interval", "Retries", "Timeout"))
+    load = int(values.get("ModelLoadSeconds", template["Parameters"].get(
+        "ModelLoadSeconds", {}).get("Default", 0)))
+    # ECS bounds (API_HealthCheck): start period 0-300, interval 5-300, retries 1-10.
+    assert 0 <= start <= 300 and 5 <= interval <= 300 and 1 <= retries <= 10 and 2 <= timeout <= 60
+    gives_up = start + interval * retries
+    assert gives_up >= load + interval, (
+        f"{env}: Ollama turns UNHEALTHY after {gives_up} s, the model may load for {load} s")
+    # The agent ends a dependsOn HEALTHY wait only by the dependency's own startTimeout
+    # (aws/amazon-ecs-agent@8dfceca6 agent/engine/dependencygraph/graph.go,
+    # hasDependencyTimedOut); without one the gateway could wait forever.
+    dependencies = {d["ContainerName"] for d in containers()["gateway"]["DependsOn"]}
+    assert dependencies == {"ollama"}
+    assert "StartTimeout" in ollama, "no StartTimeout on the dependency: the wait never ends"
+    assert number(ollama["StartTimeout"]) >= gives_up, "the wait ends before the check's verdict"
+
+
+def test_every_load_tier_is_mapped_from_the_one_rule():
+    from stacks import model_load
+    template = service_template()
+    tiers = template["Parameters"]["ModelLoadSeconds"]["AllowedValues"]
+    assert sorted(template["Mappings"]["ModelLoadBudget"], key=int) == [str(t) for t in tiers]
+    for tier in tiers:
+        row = template["Mappings"]["ModelLoadBudget"][str(tier)]
+        check = model_load.container_check(int(tier))
+        assert row["OllamaCheckInterval"] == check.interval
+        assert row["OllamaCheckStartPeriod"] + row["OllamaCheckInterval"] * row[
+            "OllamaCheckRetries"] >= int(tier) + row["OllamaCheckInterval"]
