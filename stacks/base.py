@@ -35,6 +35,18 @@ class Layer:
     def build(self) -> Template:
         raise NotImplementedError
 
+    def rules(self) -> dict[str, dict]:
+        """Template Rules over this layer's parameters; root carries them, never the layer.
+
+        CloudFormation evaluates a template's Rules when that template's stack is created or
+        updated, before its resources; a nested template's Rules therefore run only when its
+        nested stack is reached, after the earlier layers exist (a failed first create then
+        rolls everything back). In root they run before anything is created
+        (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/rules-section-structure.html).
+        Every name a rule Refs must be a root parameter of the same name (root checks it).
+        """
+        return {}
+
     def new_template(self) -> Template:
         template = Template(Description=self.description)
         template.set_version(TEMPLATE_VERSION)

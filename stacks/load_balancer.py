@@ -2,8 +2,10 @@
 
 - HTTPS on 443 with a TLS 1.3 policy; HTTP on 80 only answers 301 to HTTPS.
 - Certificate: an existing ACM ARN (CertificateArn), or, when that is empty, one created here
-  and validated through DNS in the Route 53 zone HostedZoneId for DomainName. Template Rules
-  fail the deploy before anything is created when the pair is missing.
+  and validated through DNS in the Route 53 zone HostedZoneId for DomainName. DomainName is
+  required: the listener is always HTTPS, and the ALB's own DNS name matches no certificate.
+  The Rules (rules(), carried by root so they run before any layer is created) refuse a
+  missing HostedZoneId.
 - Idle timeout and deregistration delay come from app/contract.py's timeout budget.
 - Optional: access logs to a bucket of this layer, a WAF web ACL, a Route 53 alias record.
 """
@@ -117,10 +119,13 @@ class LoadBalancerLayer(Layer):
                          "HostedZoneId", Default="",
                          AllowedPattern=r"^(arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+)?$",
                          ConstraintDescription="empty, or an ACM certificate ARN")
-        string_parameter(t, DOMAIN_NAME, "Domain name of the API (certificate and DNS record); "
-                         "empty: clients use the ALB's DNS name", Default="",
-                         AllowedPattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|^$",
-                         ConstraintDescription="empty, or a lowercase DNS name")
+        # Required (no default, the pattern refuses empty): the listener is HTTPS only and a
+        # certificate never matches the ALB's own DNS name, so clients need this name.
+        string_parameter(t, DOMAIN_NAME, "Domain name of the API (required): the certificate's "
+                         "name, ServiceUrl, and the DNS record when CreateDnsRecord is true",
+                         AllowedPattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
+                         ConstraintDescription="a lowercase DNS name such as api.example.com "
+                                               "(required: the HTTPS certificate must match it)")
         string_parameter(t, HOSTED_ZONE_ID, "Route 53 public hosted zone of DomainName "
                          "(certificate validation, alias record); may be empty with "
                          "CertificateArn set and CreateDnsRecord false", Default="",
@@ -146,7 +151,6 @@ class LoadBalancerLayer(Layer):
         t.add_condition("IsInternal", Equals(Ref(SCHEME), "internal"))
         t.add_condition("AccessLogsOn", Equals(Ref(ACCESS_LOGS), "true"))
         t.add_condition("CreateCertificate", Equals(Ref(CERTIFICATE_ARN), ""))
-        t.add_condition("HasDomain", Not(Equals(Ref(DOMAIN_NAME), "")))
         t.add_condition("DnsRecordOn", Equals(Ref(CREATE_DNS_RECORD), "true"))
         t.add_condition("WafOn", Equals(Ref(WAF), "true"))
         t.add_condition("ElbLogAccount", And(
@@ -157,7 +161,6 @@ class LoadBalancerLayer(Layer):
         t.add_mapping("ElbLogDelivery", {
             region: {"Principal": account} for region, account in sorted(ELB_LOG_ACCOUNTS.items())
         })
-        _add_rules(t)
 
         bucket, bucket_ready = self._access_logs(t)
 
@@ -264,11 +267,30 @@ class LoadBalancerLayer(Layer):
                    "targetgroup/<name>/<id>: the second half of an ALBRequestCountPerTarget label")
         add_output(t, names.LOAD_BALANCER_DNS_NAME, GetAtt(alb, "DNSName"),
                    "DNS name of the load balancer")
-        add_output(t, names.SERVICE_URL,
-                   If("HasDomain", Sub(f"https://${{{DOMAIN_NAME}}}"),
-                      Sub("https://${DNS}", DNS=GetAtt(alb, "DNSName"))),
-                   "Base URL of the API: https:// + the domain when set, else the ALB DNS name")
+        add_output(t, names.SERVICE_URL, Sub(f"https://${{{DOMAIN_NAME}}}"),
+                   "Base URL of the API: https:// + DomainName (the name the certificate covers)")
         return t
+
+    def rules(self) -> dict[str, dict]:
+        """Refuse certificate and DNS inputs that cannot work, before any layer is created."""
+        has_zone = Not(Equals(Ref(HOSTED_ZONE_ID), ""))
+        return {
+            "CertificateNeedsZone": {
+                "RuleCondition": Equals(Ref(CERTIFICATE_ARN), ""),
+                "Assertions": [{
+                    "Assert": has_zone,
+                    "AssertDescription": "CertificateArn is empty, so the stack creates a "
+                                         "certificate for DomainName and validates it through "
+                                         "DNS: set HostedZoneId (or set CertificateArn)"}],
+            },
+            "DnsRecordNeedsZone": {
+                "RuleCondition": Equals(Ref(CREATE_DNS_RECORD), "true"),
+                "Assertions": [{
+                    "Assert": has_zone,
+                    "AssertDescription": "CreateDnsRecord is true: set HostedZoneId (the "
+                                         "public zone of DomainName), or CreateDnsRecord=false"}],
+            },
+        }
 
     def _access_logs(self, t):
         bucket = t.add_resource(s3.Bucket(
@@ -373,29 +395,3 @@ def _attr(key: str, value) -> elb.LoadBalancerAttributes:
 def _no_server_header() -> elb.ListenerAttribute:
     # Drops "Server: awselb/2.0" from the responses the ALB itself writes (redirects, errors).
     return elb.ListenerAttribute(Key="routing.http.response.server.enabled", Value="false")
-
-
-def _add_rules(t) -> None:
-    """Fail the deploy early (before any resource) when the certificate inputs don't fit."""
-    not_empty = lambda name: Not(Equals(Ref(name), ""))  # noqa: E731
-    t.add_rule("CertificateNeedsDomainAndZone", {
-        "RuleCondition": Equals(Ref(CERTIFICATE_ARN), ""),
-        "Assertions": [
-            {"Assert": not_empty(DOMAIN_NAME),
-             "AssertDescription": "CertificateArn is empty, so the stack creates a certificate: "
-                                  "set DomainName"},
-            {"Assert": not_empty(HOSTED_ZONE_ID),
-             "AssertDescription": "CertificateArn is empty, so the stack validates a new "
-                                  "certificate through DNS: set HostedZoneId"},
-        ],
-    })
-    t.add_rule("DnsRecordNeedsDomainAndZone", {
-        "RuleCondition": Equals(Ref(CREATE_DNS_RECORD), "true"),
-        "Assertions": [
-            {"Assert": not_empty(DOMAIN_NAME),
-             "AssertDescription": "CreateDnsRecord is true: set DomainName"},
-            {"Assert": not_empty(HOSTED_ZONE_ID),
-             "AssertDescription": "CreateDnsRecord is true: set HostedZoneId"},
-        ],
-    })
-
