@@ -13,7 +13,9 @@ from stacks import names, policies
 from stacks.base import Layer, add_output, log_retention_parameter, string_parameter
 
 NAT_PER_AZ = "NatPerAz"
-# Subnets are VPC-prefix + 8 bits: /24 in a /16, /26 in a /18 (each task takes an ENI address).
+# Fn::Cidr's third argument is the number of HOST bits of each subnet, not bits added to the
+# VPC prefix: 8 gives /24 subnets (256 addresses, 251 usable; each task takes one ENI address)
+# in any VPC from /16 to /18; 2 x az_count of them always fit (a /18 holds 64).
 SUBNET_CIDR_BITS = 8
 
 
