@@ -7,26 +7,19 @@ mapping. The gateway's settings are injected exactly as app/contract.py declares
 
 from __future__ import annotations
 
-import json
-
 from troposphere import (
-    AWSHelperFn,
     Equals,
     FindInMap,
     GetAtt,
     If,
     Join,
-    Not,
     NoValue,
     Ref,
     Sub,
     applicationautoscaling,
-    cloudwatch,
     ecs,
-    events,
     iam,
     logs,
-    sns,
 )
 
 from app.contract import (
@@ -35,9 +28,7 @@ from app.contract import (
     METRIC_DIMENSIONS,
     METRIC_NAMESPACE,
     OLLAMA_PORT,
-    OUTPUT_TOKENS,
     SETTINGS,
-    TIME_TO_FIRST_TOKEN,
     TIMEOUTS,
     Source,
     setting,
@@ -98,8 +89,6 @@ SCHEDULED_SCALING = "ScheduledScaling"
 SCALE_DOWN_SCHEDULE = "ScaleDownSchedule"
 SCALE_UP_SCHEDULE = "ScaleUpSchedule"
 SCHEDULE_TIMEZONE = "ScheduleTimezone"
-ALARM_EMAIL = "AlarmEmail"
-TTFT_THRESHOLD = "TimeToFirstTokenP95AlarmMs"
 
 SCALE_OUT_COOLDOWN = 60  # seconds: add capacity fast
 SCALE_IN_COOLDOWN = 900  # seconds: a model load is expensive; shed capacity slowly
@@ -109,7 +98,7 @@ class ServiceLayer(Layer):
     logical_id = "Service"
     file_name = "service.json"
     description = "Service: gateway + Ollama sidecar task, ECS service, autoscaling, alarms"
-    root_outputs = (names.SERVICE_NAME, names.GATEWAY_LOG_GROUP_NAME, names.ALARM_TOPIC_ARN)
+    root_outputs = (names.SERVICE_NAME, names.GATEWAY_LOG_GROUP_NAME)
 
     def build(self):
         t = self.new_template()
@@ -159,11 +148,13 @@ class ServiceLayer(Layer):
                         "stay healthy during a deploy, in % of desired (below 100: downtime)",
                         Default=SERVICE_DEFAULTS[names.DEPLOYMENT_MIN_HEALTHY_PERCENT],
                         MinValue=0, MaxValue=100)
-        typed_parameter(t, model_load.MODEL_LOAD_SECONDS, "Number", "Model-load budget: "
+        # A String of digits, not a Number: it is a Mapping key, and a renderer (cloud-radar)
+        # resolves a Number Ref to an int that matches no key.
+        typed_parameter(t, model_load.MODEL_LOAD_SECONDS, "String", "Model-load budget: "
                         "seconds from task start until the model is in GPU memory (image pull "
                         "+ Ollama start + load); sets the Ollama health check and start timeout "
-                        "(stacks/model_load.py)", Default=model_load.DEFAULT_LOAD_SECONDS,
-                        AllowedValues=list(model_load.LOAD_TIERS))
+                        "(stacks/model_load.py)", Default=str(model_load.DEFAULT_LOAD_SECONDS),
+                        AllowedValues=[str(load) for load in model_load.LOAD_TIERS])
         typed_parameter(t, GRACE_PERIOD, "Number", "Seconds the service ignores failing load "
                         "balancer and container health checks after a task starts; at least "
                         "ModelLoadSeconds + the Ollama check interval + HealthyThresholdCount x "
@@ -183,17 +174,11 @@ class ServiceLayer(Layer):
         string_parameter(t, SCALE_UP_SCHEDULE, "When to restore ServiceMinTasks",
                          Default="cron(0 7 ? * MON-FRI *)")
         string_parameter(t, SCHEDULE_TIMEZONE, "IANA time zone of the schedules", Default="UTC")
-        string_parameter(t, ALARM_EMAIL, "E-mail subscribed to the alarm topic (empty: none)",
-                         Default="", AllowedPattern=r"^([^@\s]+@[^@\s]+\.[^@\s]+)?$",
-                         ConstraintDescription="empty, or an e-mail address")
-        typed_parameter(t, TTFT_THRESHOLD, "Number", "Alarm when time to first token p95 "
-                        "exceeds this (ms)", Default=10000, MinValue=100)
 
         # Rules 1 and 2 of stacks/model_load.py, per load tier (CloudFormation has no arithmetic).
         t.add_mapping(model_load.MAPPING, model_load.mapping())
         t.add_condition("ExecOn", Equals(Ref(ECS_EXEC), "true"))
         t.add_condition("ScheduleOn", Equals(Ref(SCHEDULED_SCALING), "true"))
-        t.add_condition("HasAlarmEmail", Not(Equals(Ref(ALARM_EMAIL), "")))
 
         gateway_logs, ollama_logs = (
             t.add_resource(logs.LogGroup(
@@ -208,8 +193,6 @@ class ServiceLayer(Layer):
                                                 ollama_logs)
         service = self._service(task_definition)
         self._autoscaling(service)
-        topic = self._alarms(service)
-        self._dashboard()
 
         add_output(t, names.SERVICE_NAME, GetAtt(service, "Name"), "ECS service name")
         add_output(t, names.TASK_DEFINITION_ARN, Ref(task_definition),
@@ -217,7 +200,6 @@ class ServiceLayer(Layer):
         add_output(t, names.GATEWAY_LOG_GROUP_NAME, Ref(gateway_logs),
                    "Log group of the gateway (request log lines and EMF metrics)")
         add_output(t, names.OLLAMA_LOG_GROUP_NAME, Ref(ollama_logs), "Log group of Ollama")
-        add_output(t, names.ALARM_TOPIC_ARN, Ref(topic), "SNS topic the alarms publish to")
         add_output(t, names.REQUEST_COUNT_RESOURCE_LABEL, self._resource_label(),
                    "ALBRequestCountPerTarget resource label of the scaling policy")
         return t
@@ -458,116 +440,10 @@ class ServiceLayer(Layer):
                 Dimensions=self._metric_dimensions(applicationautoscaling.MetricDimension))})
 
     def _metric_dimensions(self, cls):
-        values = {"ClusterName": Ref(names.CLUSTER_NAME), "ServiceName": self._service_name()}
-        return [cls(Name=name, Value=values[name]) for name in METRIC_DIMENSIONS]
-
-    # -- alarms ----------------------------------------------------------------------------
-
-    def _alarms(self, service):
-        t = self.t
-        topic = t.add_resource(sns.Topic(
-            "AlarmTopic", KmsMasterKeyId=Ref(names.KMS_KEY_ARN),
-            DisplayName=Sub("${ProjectName}-${EnvironmentName} LLM API alarms")))
-        t.add_resource(sns.SubscriptionResource(
-            "AlarmEmailSubscription", Condition="HasAlarmEmail", Protocol="email",
-            Endpoint=Ref(ALARM_EMAIL), TopicArn=Ref(topic)))
-        rule = t.add_resource(events.Rule(
-            "PlacementFailureRule",
-            Description="Tasks of the gateway service that ECS cannot place (no GPU capacity)",
-            EventPattern={
-                "source": ["aws.ecs"],
-                "detail-type": ["ECS Service Action"],
-                "resources": [Sub("arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:"
-                                  "service/${ClusterName}/${Name}", Name=GetAtt(service, "Name"))],
-                "detail": {"eventName": ["SERVICE_TASK_PLACEMENT_FAILURE"]},
-            },
-            Targets=[events.Target(Id="alarm-topic", Arn=Ref(topic))],
-        ))
-        t.add_resource(sns.TopicPolicy(
-            "AlarmTopicPolicy", Topics=[Ref(topic)],
-            PolicyDocument=policies.alarm_topic_policy(Ref(topic), GetAtt(rule, "Arn"))))
-
-        alb = [cloudwatch.MetricDimension(Name="LoadBalancer",
-                                          Value=Ref(names.LOAD_BALANCER_FULL_NAME))]
-        target_group = alb + [cloudwatch.MetricDimension(
-            Name="TargetGroup", Value=Ref(names.TARGET_GROUP_FULL_NAME))]
-        service_dims = self._metric_dimensions(cloudwatch.MetricDimension)
-
-        def alarm(title, description, namespace, metric, dimensions, threshold, statistic="Sum",
-                  periods=5, period=60, datapoints=None, extended=None):
-            stat = {"ExtendedStatistic": extended} if extended else {"Statistic": statistic}
-            t.add_resource(cloudwatch.Alarm(
-                title,
-                AlarmDescription=description,
-                Namespace=namespace, MetricName=metric, Dimensions=dimensions,
-                Period=period, EvaluationPeriods=periods,
-                DatapointsToAlarm=datapoints or periods,
-                Threshold=threshold, ComparisonOperator="GreaterThanOrEqualToThreshold",
-                TreatMissingData="notBreaching",
-                AlarmActions=[Ref(topic)], OKActions=[Ref(topic)],
-                **stat,
-            ))
-
-        alarm("Target5xxAlarm", "Gateway answered 5xx (upstream failures: 502/503/504)",
-              "AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", target_group, 10,
-              periods=5, datapoints=3)
-        alarm("Elb5xxAlarm", "The load balancer answered 5xx itself (no healthy target, "
-              "connection errors, idle timeouts)", "AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count",
-              alb, 10, periods=5, datapoints=3)
-        alarm("UnhealthyHostsAlarm", "A gateway target fails /readyz outside a deploy",
-              "AWS/ApplicationELB", "UnHealthyHostCount", target_group, 1, statistic="Maximum",
-              periods=10, datapoints=8)
-        alarm("TimeToFirstTokenAlarm", "Time to first token p95 is above its threshold "
-              "(TargetResponseTime means different things for streams and non-streams)",
-              METRIC_NAMESPACE, TIME_TO_FIRST_TOKEN.name, service_dims, Ref(TTFT_THRESHOLD),
-              periods=3, period=300, extended="p95")
-        alarm("PendingTasksAlarm", "Tasks wait for GPU capacity (Container Insights "
-              "PendingTaskCount); see docs/operations.md, stuck in PROVISIONING",
-              "ECS/ContainerInsights", "PendingTaskCount", service_dims, 1,
-              statistic="Maximum", periods=15, datapoints=15)
-        return topic
-
-    def _dashboard(self):
-        self.t.add_resource(cloudwatch.Dashboard(
-            "Dashboard",
-            DashboardName=Sub("${ProjectName}-${EnvironmentName}-llm-api"),
-            DashboardBody=DashboardBody(),
-        ))
+        return metric_dimensions(cls)
 
 
-class DashboardBody(AWSHelperFn):
-    """The dashboard JSON as Fn::Sub over a deterministic json.dumps, variables left to Sub."""
-
-    def __init__(self) -> None:
-        region = "${AWS::Region}"
-        lb, tg = "${LoadBalancerFullName}", "${TargetGroupFullName}"
-        service = ["ClusterName", "${ClusterName}", "ServiceName", SERVICE_NAME]
-
-        def widget(title, metrics, x, y, stat="Sum"):
-            return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6,
-                    "properties": {"title": title, "region": region, "stat": stat,
-                                   "period": 60, "metrics": metrics}}
-
-        body = {"widgets": [
-            widget("Requests and 5xx", [
-                ["AWS/ApplicationELB", "RequestCount", "LoadBalancer", lb],
-                [".", "HTTPCode_Target_5XX_Count", "LoadBalancer", lb, "TargetGroup", tg],
-                [".", "HTTPCode_ELB_5XX_Count", "LoadBalancer", lb]], 0, 0),
-            widget("In-flight requests per task", [
-                [METRIC_NAMESPACE, IN_FLIGHT_REQUESTS.name, *service, {"stat": "Average"}],
-                ["...", {"stat": "Maximum"}]], 12, 0, stat="Average"),
-            widget("Time to first token (ms)", [
-                [METRIC_NAMESPACE, TIME_TO_FIRST_TOKEN.name, *service, {"stat": "p50"}],
-                ["...", {"stat": "p95"}]], 0, 6, stat="p95"),
-            widget("Output tokens per second", [
-                [{"expression": "m1/PERIOD(m1)", "label": "tokens/s", "id": "e1"}],
-                [METRIC_NAMESPACE, OUTPUT_TOKENS.name, *service, {"id": "m1", "visible": False}]],
-                12, 6),
-            widget("Healthy targets and pending tasks", [
-                ["AWS/ApplicationELB", "HealthyHostCount", "TargetGroup", tg, "LoadBalancer", lb],
-                [".", "UnHealthyHostCount", ".", ".", ".", "."],
-                ["ECS/ContainerInsights", "PendingTaskCount", *service],
-                [".", "RunningTaskCount", *service]], 0, 12, stat="Maximum"),
-        ]}
-        self.data = {"Fn::Sub": json.dumps(body, sort_keys=True)}
-
+def metric_dimensions(cls):
+    """The gateway metric's dimensions (app/contract.py) as the gateway sets them."""
+    values = {"ClusterName": Ref(names.CLUSTER_NAME), "ServiceName": Sub(SERVICE_NAME)}
+    return [cls(Name=name, Value=values[name]) for name in METRIC_DIMENSIONS]

@@ -1,4 +1,4 @@
-"""Service layer: the sidecar task, the execution role, the service, scaling and alarms."""
+"""Service layer: the sidecar task, the execution role, the service and its scaling."""
 
 from __future__ import annotations
 
@@ -180,10 +180,6 @@ def test_log_groups_are_encrypted_retained_and_sized_by_parameter():
 def test_task_definition_is_valid_json_with_no_unresolved_python_objects():
     text = json.dumps(service_template())
     assert "object at 0x" not in text
-    body = props(service_template()["Resources"]["Dashboard"])["DashboardBody"]["Fn::Sub"]
-    widgets = json.loads(body)["widgets"]
-    assert len(widgets) >= 5
-    assert IN_FLIGHT_REQUESTS.name in body and "OutputTokens" in body
 
 
 # -- IAM ---------------------------------------------------------------------------------
@@ -326,40 +322,6 @@ def test_scheduled_scaling_is_optional():
     assert target["MaxCapacity"] == {"Ref": "ServiceMaxTasks"}
 
 
-# -- alarms ------------------------------------------------------------------------------
-
-
-def test_alarms_cover_5xx_health_latency_and_capacity_and_notify_the_topic():
-    alarms = {props(a)["MetricName"]: props(a)
-              for a in resources(service_template(), "AWS::CloudWatch::Alarm").values()}
-    assert set(alarms) == {"HTTPCode_Target_5XX_Count", "HTTPCode_ELB_5XX_Count",
-                           "UnHealthyHostCount", "TimeToFirstToken", "PendingTaskCount"}
-    assert alarms["TimeToFirstToken"]["ExtendedStatistic"] == "p95"
-    for alarm in alarms.values():
-        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
-
-
-def test_placement_failures_reach_the_topic_through_a_rule_it_allows():
-    rule = props(service_template()["Resources"]["PlacementFailureRule"])
-    assert rule["EventPattern"]["detail"]["eventName"] == ["SERVICE_TASK_PLACEMENT_FAILURE"]
-    assert rule["Targets"][0]["Arn"] == {"Ref": "AlarmTopic"}
-    policy = props(service_template()["Resources"]["AlarmTopicPolicy"])["PolicyDocument"]
-    principals = {s["Principal"]["Service"] for s in policy["Statement"]}
-    assert principals == {"events.amazonaws.com", "cloudwatch.amazonaws.com"}
-
-
-def test_alarm_topic_is_encrypted_with_a_key_its_publishers_may_use():
-    topic = props(service_template()["Resources"]["AlarmTopic"])
-    assert topic["KmsMasterKeyId"] == {"Ref": "KmsKeyArn"}
-    key_policy = props(generated()["config.json"]["Resources"]["KmsKey"])["KeyPolicy"]
-    by_sid = {s["Sid"]: s for s in key_policy["Statement"]}
-    alarms, rule = by_sid["AlarmsPublishForThisAccount"], by_sid["EventBridgePublishes"]
-    assert alarms["Principal"]["Service"] == "cloudwatch.amazonaws.com"
-    assert alarms["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
-    # SNS: no aws:Source* condition in the key policy for EventBridge to an encrypted topic.
-    assert rule["Principal"]["Service"] == "events.amazonaws.com" and "Condition" not in rule
-
-
 def test_image_uris_are_built_by_root_from_prefix_and_tag():
     root = generated()["root.json"]
     parameters = root["Resources"]["Service"]["Properties"]["Parameters"]
@@ -426,3 +388,12 @@ def test_every_load_tier_is_mapped_from_the_one_rule():
         assert row["OllamaCheckInterval"] == check.interval
         assert row["OllamaCheckStartPeriod"] + row["OllamaCheckInterval"] * row[
             "OllamaCheckRetries"] >= int(tier) + row["OllamaCheckInterval"]
+
+
+def test_no_alarm_topic_or_dashboard_here_only_scaling():
+    # Monitoring is its own layer (tests/stacks/test_monitoring.py); target tracking keeps its
+    # own alarms beside its policies.
+    kinds = {r["Type"] for r in resources(service_template()).values()}
+    assert not kinds & {"AWS::SNS::Topic", "AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard",
+                        "AWS::Events::Rule"}
+    assert "AWS::ApplicationAutoScaling::ScalingPolicy" in kinds
