@@ -34,14 +34,8 @@ from troposphere import elasticloadbalancingv2 as elb
 
 from app.contract import GATEWAY_PORT, TIMEOUTS
 from stacks import names, policies
-from stacks.base import (
-    Layer,
-    add_output,
-    boolean_parameter,
-    scanner_skips,
-    string_parameter,
-    typed_parameter,
-)
+from stacks.base import Layer, add_output, scanner_skips
+from stacks.parameters import Param, boolean, number, string
 
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 HEALTH_CHECK_PATH = "/readyz"
@@ -96,57 +90,59 @@ class LoadBalancerLayer(Layer):
     description = "Load balancer: HTTPS ALB, HTTP redirect, target group, certificate, WAF, logs"
     root_outputs = (names.SERVICE_URL, names.LOAD_BALANCER_DNS_NAME)
 
+    def parameters(self):
+        return (
+            Param(names.VPC_ID, "AWS::EC2::VPC::Id", "VPC of the stack"),
+            Param(names.PUBLIC_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>",
+                  "Public subnets, one per AZ (internet-facing ALB)"),
+            Param(names.PRIVATE_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>",
+                  "Private subnets, one per AZ (internal ALB)"),
+            Param(names.ALB_SECURITY_GROUP_ID, "AWS::EC2::SecurityGroup::Id",
+                  "Security group of the ALB"),
+            string(SCHEME, "internet-facing: public API; internal: reachable only from the VPC "
+                   "and networks routed to it", allowed_values=("internet-facing", "internal"),
+                   default="internet-facing"),
+            boolean(DELETION_PROTECTION, "Refuse to delete the ALB (on in prod)", "true"),
+            boolean(ACCESS_LOGS, "Write ALB access logs to an S3 bucket of this stack", "true"),
+            number(ACCESS_LOG_EXPIRATION_DAYS, "Days before access-log objects expire",
+                   default=365, min_value=1, max_value=3653),
+            string(CERTIFICATE_ARN, "ARN of an existing ACM certificate for the HTTPS listener; "
+                   "empty: create one for DomainName, DNS-validated in HostedZoneId", default="",
+                   pattern=r"^(arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+)?$",
+                   constraint="empty, or an ACM certificate ARN"),
+            # Required (no default, the pattern refuses empty): the listener is HTTPS only and a
+            # certificate never matches the ALB's own DNS name, so clients need this name.
+            string(DOMAIN_NAME, "Domain name of the API (required): the certificate's name, "
+                   "ServiceUrl, and the DNS record when CreateDnsRecord is true",
+                   pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
+                   constraint="a lowercase DNS name such as api.example.com (required: the "
+                              "HTTPS certificate must match it)"),
+            string(HOSTED_ZONE_ID, "Route 53 public hosted zone of DomainName (certificate "
+                   "validation, alias record); may be empty with CertificateArn set and "
+                   "CreateDnsRecord false", default="", pattern=r"^(Z[A-Z0-9]{1,31})?$",
+                   constraint="empty, or a hosted zone ID such as Z0123456789ABC"),
+            boolean(CREATE_DNS_RECORD, "Create a Route 53 alias A record DomainName -> ALB in "
+                    "HostedZoneId", "false"),
+            boolean(WAF, "Associate a WAFv2 web ACL: AWS managed common and known-bad-input "
+                    "rules, and a rate limit per client IP", "false"),
+            number(WAF_RATE_LIMIT, "Requests per client IP per 5 minutes before WAF blocks it "
+                   "(an LLM request is expensive: size it to your heaviest legitimate client)",
+                   default=600, min_value=10, max_value=2000000000),
+            number(HEALTH_INTERVAL, "Seconds between target health checks", default=15,
+                   min_value=5, max_value=300),
+            number(HEALTH_TIMEOUT, "Seconds a health check may take", default=5, min_value=2,
+                   max_value=120),
+            number(HEALTHY_THRESHOLD, "Passing checks before a target receives traffic",
+                   default=2, min_value=2, max_value=10),
+            number(UNHEALTHY_THRESHOLD, "Failing checks before a target is taken out",
+                   default=3, min_value=2, max_value=10),
+        )
+
     def build(self):
         t = self.new_template()
-        typed_parameter(t, names.VPC_ID, "AWS::EC2::VPC::Id", "VPC of the stack")
-        public = typed_parameter(t, names.PUBLIC_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>",
-                                 "Public subnets, one per AZ (internet-facing ALB)")
-        private = typed_parameter(t, names.PRIVATE_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>",
-                                  "Private subnets, one per AZ (internal ALB)")
-        alb_group = typed_parameter(t, names.ALB_SECURITY_GROUP_ID,
-                                    "AWS::EC2::SecurityGroup::Id", "Security group of the ALB")
-        string_parameter(t, SCHEME, "internet-facing: public API; internal: reachable only "
-                         "from the VPC and networks routed to it",
-                         AllowedValues=["internet-facing", "internal"], Default="internet-facing")
-        boolean_parameter(t, DELETION_PROTECTION, "Refuse to delete the ALB (on in prod)", "true")
-        boolean_parameter(t, ACCESS_LOGS, "Write ALB access logs to an S3 bucket of this stack",
-                          "true")
-        typed_parameter(t, ACCESS_LOG_EXPIRATION_DAYS, "Number",
-                        "Days before access-log objects expire", Default=365, MinValue=1,
-                        MaxValue=3653)
-        string_parameter(t, CERTIFICATE_ARN, "ARN of an existing ACM certificate for the HTTPS "
-                         "listener; empty: create one for DomainName, DNS-validated in "
-                         "HostedZoneId", Default="",
-                         AllowedPattern=r"^(arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+)?$",
-                         ConstraintDescription="empty, or an ACM certificate ARN")
-        # Required (no default, the pattern refuses empty): the listener is HTTPS only and a
-        # certificate never matches the ALB's own DNS name, so clients need this name.
-        string_parameter(t, DOMAIN_NAME, "Domain name of the API (required): the certificate's "
-                         "name, ServiceUrl, and the DNS record when CreateDnsRecord is true",
-                         AllowedPattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
-                         ConstraintDescription="a lowercase DNS name such as api.example.com "
-                                               "(required: the HTTPS certificate must match it)")
-        string_parameter(t, HOSTED_ZONE_ID, "Route 53 public hosted zone of DomainName "
-                         "(certificate validation, alias record); may be empty with "
-                         "CertificateArn set and CreateDnsRecord false", Default="",
-                         AllowedPattern=r"^(Z[A-Z0-9]{1,31})?$",
-                         ConstraintDescription="empty, or a hosted zone ID such as Z0123456789ABC")
-        boolean_parameter(t, CREATE_DNS_RECORD, "Create a Route 53 alias A record DomainName -> "
-                          "ALB in HostedZoneId", "false")
-        boolean_parameter(t, WAF, "Associate a WAFv2 web ACL: AWS managed common and known-bad-"
-                          "input rules, and a rate limit per client IP", "false")
-        typed_parameter(t, WAF_RATE_LIMIT, "Number",
-                        "Requests per client IP per 5 minutes before WAF blocks it (an LLM "
-                        "request is expensive: size it to your heaviest legitimate client)",
-                        Default=600, MinValue=10, MaxValue=2000000000)
-        typed_parameter(t, HEALTH_INTERVAL, "Number", "Seconds between target health checks",
-                        Default=15, MinValue=5, MaxValue=300)
-        typed_parameter(t, HEALTH_TIMEOUT, "Number", "Seconds a health check may take",
-                        Default=5, MinValue=2, MaxValue=120)
-        typed_parameter(t, HEALTHY_THRESHOLD, "Number", "Passing checks before a target "
-                        "receives traffic", Default=2, MinValue=2, MaxValue=10)
-        typed_parameter(t, UNHEALTHY_THRESHOLD, "Number", "Failing checks before a target is "
-                        "taken out", Default=3, MinValue=2, MaxValue=10)
+        declared = self.add_parameters(t)
+        public, private, alb_group = (declared[n] for n in (
+            names.PUBLIC_SUBNET_IDS, names.PRIVATE_SUBNET_IDS, names.ALB_SECURITY_GROUP_ID))
 
         t.add_condition("IsInternal", Equals(Ref(SCHEME), "internal"))
         t.add_condition("AccessLogsOn", Equals(Ref(ACCESS_LOGS), "true"))

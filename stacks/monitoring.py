@@ -13,7 +13,8 @@ from troposphere import AWSHelperFn, Equals, GetAtt, Not, Ref, Sub, cloudwatch, 
 
 from app.contract import IN_FLIGHT_REQUESTS, METRIC_NAMESPACE, OUTPUT_TOKENS, TIME_TO_FIRST_TOKEN
 from stacks import names, policies
-from stacks.base import Layer, add_output, naming_parameters, string_parameter, typed_parameter
+from stacks.base import NAMING, Layer, add_output
+from stacks.parameters import number, string
 from stacks.service import SERVICE_NAME, metric_dimensions
 
 ALARM_EMAIL = "AlarmEmail"
@@ -26,23 +27,24 @@ class MonitoringLayer(Layer):
     description = "Monitoring: alarm topic, alarms, placement-failure rule, dashboard"
     root_outputs = (names.ALARM_TOPIC_ARN,)
 
+    def parameters(self):
+        return NAMING + (
+            string(names.CLUSTER_NAME, "ECS cluster name"),
+            string(names.SERVICE_NAME, "ECS service name (placement failures)"),
+            string(names.LOAD_BALANCER_FULL_NAME, "app/<name>/<id> of the ALB"),
+            string(names.TARGET_GROUP_FULL_NAME, "targetgroup/<name>/<id>"),
+            string(names.KMS_KEY_ARN, "KMS key of log groups, secret and alarm topic"),
+            string(ALARM_EMAIL, "E-mail subscribed to the alarm topic (empty: none)", default="",
+                   pattern=r"^([^@\s]+@[^@\s]+\.[^@\s]+)?$",
+                   constraint="empty, or an e-mail address"),
+            number(TTFT_THRESHOLD, "Alarm when time to first token p95 exceeds this (ms)",
+                   default=10000, min_value=100),
+        )
+
     def build(self):
         t = self.new_template()
         self.t = t
-        naming_parameters(t)
-        for name, description in (
-            (names.CLUSTER_NAME, "ECS cluster name"),
-            (names.SERVICE_NAME, "ECS service name (placement failures)"),
-            (names.LOAD_BALANCER_FULL_NAME, "app/<name>/<id> of the ALB"),
-            (names.TARGET_GROUP_FULL_NAME, "targetgroup/<name>/<id>"),
-            (names.KMS_KEY_ARN, "KMS key of log groups, secret and alarm topic"),
-        ):
-            typed_parameter(t, name, "String", description)
-        string_parameter(t, ALARM_EMAIL, "E-mail subscribed to the alarm topic (empty: none)",
-                         Default="", AllowedPattern=r"^([^@\s]+@[^@\s]+\.[^@\s]+)?$",
-                         ConstraintDescription="empty, or an e-mail address")
-        typed_parameter(t, TTFT_THRESHOLD, "Number", "Alarm when time to first token p95 "
-                        "exceeds this (ms)", Default=10000, MinValue=100)
+        self.add_parameters(t)
         t.add_condition("HasAlarmEmail", Not(Equals(Ref(ALARM_EMAIL), "")))
 
         topic = self._alarms()

@@ -34,17 +34,9 @@ from app.contract import (
     setting,
 )
 from stacks import model_load, names, policies
-from stacks.base import (
-    Layer,
-    add_output,
-    boolean_parameter,
-    log_retention_parameter,
-    model_parameters,
-    naming_parameters,
-    string_parameter,
-    typed_parameter,
-)
+from stacks.base import LOG_RETENTION, MODEL, NAMING, Layer, add_output
 from stacks.gpu import SERVICE_DEFAULTS
+from stacks.parameters import Param, boolean, number, string
 
 GATEWAY = "gateway"
 # Explicit, so the gateway's metric dimension (and the dashboard) can name it without a cycle.
@@ -100,80 +92,81 @@ class ServiceLayer(Layer):
     description = "Service: gateway + Ollama sidecar task, ECS service, autoscaling, alarms"
     root_outputs = (names.SERVICE_NAME, names.GATEWAY_LOG_GROUP_NAME)
 
+    def parameters(self):
+        wired = tuple(string(name, description) for name, description in (
+            (names.CLUSTER_NAME, "ECS cluster name"),
+            (names.CAPACITY_PROVIDER_NAME, "Capacity provider of the GPU instances"),
+        )) + (
+            Param(names.PRIVATE_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>", "Private subnets"),
+            Param(names.TASK_SECURITY_GROUP_ID, "AWS::EC2::SecurityGroup::Id",
+                  "Task security group"),
+        ) + tuple(string(name, description) for name, description in (
+            (names.VPC_CIDR, "VPC CIDR: the proxies whose X-Forwarded-For is trusted"),
+            (names.TARGET_GROUP_ARN, "Gateway target group"),
+            (names.LISTENER_ARN, "HTTPS listener (the service waits for it)"),
+            (names.LOAD_BALANCER_FULL_NAME, "app/<name>/<id> of the ALB"),
+            (names.TARGET_GROUP_FULL_NAME, "targetgroup/<name>/<id>"),
+            (names.KMS_KEY_ARN, "KMS key of log groups, secret and alarm topic"),
+            (names.API_KEY_SECRET_ARN, "Secret holding the API keys"),
+            (names.GATEWAY_IMAGE_URI, "Gateway image URI (repository:tag)"),
+            (names.OLLAMA_IMAGE_URI, "Ollama image URI (repository:tag)"),
+            (names.GATEWAY_REPOSITORY_ARN, "Gateway ECR repository ARN"),
+            (names.OLLAMA_REPOSITORY_ARN, "Ollama ECR repository ARN"),
+        ))
+        # The config layer's SSM parameter ARNs, one per Source.SSM setting of the contract.
+        settings = tuple(string(names.setting_parameter_output(item.env),
+                                f"ARN of the SSM parameter of {item.env}")
+                         for item in SETTINGS if item.source is Source.SSM)
+        return NAMING + wired + settings + MODEL + (
+            LOG_RETENTION,
+            number(OLLAMA_MEMORY, "Hard memory limit of the Ollama container (MiB); leave room "
+                   "for the agent and the gateway", default=14336, min_value=1024),
+            number(OLLAMA_MEMORY_RESERVATION, "Memory reserved for Ollama (MiB) when placing "
+                   "the task", default=8192, min_value=512),
+            number(names.SERVICE_MIN_TASKS, "Fewest tasks (autoscaling minimum)",
+                   default=SERVICE_DEFAULTS[names.SERVICE_MIN_TASKS], min_value=0, max_value=100),
+            number(names.SERVICE_MAX_TASKS, "Most tasks (autoscaling maximum; one GPU each)",
+                   default=SERVICE_DEFAULTS[names.SERVICE_MAX_TASKS], min_value=0, max_value=100),
+            number(names.DEPLOYMENT_MAX_PERCENT, "Tasks a deploy may run, in % of desired "
+                   "(needs spare GPUs: tools/rollout.py)",
+                   default=SERVICE_DEFAULTS[names.DEPLOYMENT_MAX_PERCENT], min_value=100,
+                   max_value=400),
+            number(names.DEPLOYMENT_MIN_HEALTHY_PERCENT, "Tasks that must stay healthy during a "
+                   "deploy, in % of desired (below 100: downtime)",
+                   default=SERVICE_DEFAULTS[names.DEPLOYMENT_MIN_HEALTHY_PERCENT], min_value=0,
+                   max_value=100),
+            # A String of digits, not a Number: it is a Mapping key, and a renderer
+            # (cloud-radar) resolves a Number Ref to an int that matches no key.
+            string(model_load.MODEL_LOAD_SECONDS, "Model-load budget: seconds from task start "
+                   "until the model is in GPU memory (image pull + Ollama start + load); sets "
+                   "the Ollama health check and start timeout (stacks/model_load.py)",
+                   default=str(model_load.DEFAULT_LOAD_SECONDS),
+                   allowed_values=tuple(str(load) for load in model_load.LOAD_TIERS)),
+            number(GRACE_PERIOD, "Seconds the service ignores failing load balancer and "
+                   "container health checks after a task starts; at least ModelLoadSeconds + "
+                   "the Ollama check interval + HealthyThresholdCount x "
+                   "HealthCheckIntervalSeconds (make rollout-check)", default=900, min_value=60,
+                   max_value=7200),
+            boolean(ECS_EXEC, "Allow ECS Exec into the containers (off in prod)", "false"),
+            number(REQUESTS_PER_TARGET, "Target tracking: ALB requests per task per minute",
+                   default=30, min_value=1),
+            number(IN_FLIGHT_TARGET, "Target tracking: average in-flight requests per task "
+                   "(below OllamaNumParallel leaves headroom)", default=3, min_value=1),
+            boolean(SCHEDULED_SCALING, "Scale to zero on ScaleDownSchedule and back on "
+                    "ScaleUpSchedule (e.g. dev at night)", "false"),
+            string(SCALE_DOWN_SCHEDULE, "When to scale to zero (Application Auto Scaling "
+                   "schedule expression)", default="cron(0 20 ? * MON-FRI *)"),
+            string(SCALE_UP_SCHEDULE, "When to restore ServiceMinTasks",
+                   default="cron(0 7 ? * MON-FRI *)"),
+            string(SCHEDULE_TIMEZONE, "IANA time zone of the schedules", default="UTC"),
+        )
+
     def build(self):
         t = self.new_template()
         self.t = t
-        naming_parameters(t)
-        for name, type_, description in (
-            (names.CLUSTER_NAME, "String", "ECS cluster name"),
-            (names.CAPACITY_PROVIDER_NAME, "String", "Capacity provider of the GPU instances"),
-            (names.PRIVATE_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>", "Private subnets"),
-            (names.TASK_SECURITY_GROUP_ID, "AWS::EC2::SecurityGroup::Id", "Task security group"),
-            (names.VPC_CIDR, "String", "VPC CIDR: the proxies whose X-Forwarded-For is trusted"),
-            (names.TARGET_GROUP_ARN, "String", "Gateway target group"),
-            (names.LISTENER_ARN, "String", "HTTPS listener (the service waits for it)"),
-            (names.LOAD_BALANCER_FULL_NAME, "String", "app/<name>/<id> of the ALB"),
-            (names.TARGET_GROUP_FULL_NAME, "String", "targetgroup/<name>/<id>"),
-            (names.KMS_KEY_ARN, "String", "KMS key of log groups, secret and alarm topic"),
-            (names.API_KEY_SECRET_ARN, "String", "Secret holding the API keys"),
-            (names.GATEWAY_IMAGE_URI, "String", "Gateway image URI (repository:tag)"),
-            (names.OLLAMA_IMAGE_URI, "String", "Ollama image URI (repository:tag)"),
-            (names.GATEWAY_REPOSITORY_ARN, "String", "Gateway ECR repository ARN"),
-            (names.OLLAMA_REPOSITORY_ARN, "String", "Ollama ECR repository ARN"),
-        ):
-            typed_parameter(t, name, type_, description)
-        self.parameter_arns = {}
-        for item in SETTINGS:
-            if item.source is Source.SSM:
-                output = names.setting_parameter_output(item.env)
-                typed_parameter(t, output, "String", f"ARN of the SSM parameter of {item.env}")
-                self.parameter_arns[item.env] = Ref(output)
-        model_parameters(t)
-        t.add_parameter(log_retention_parameter())
-        typed_parameter(t, OLLAMA_MEMORY, "Number", "Hard memory limit of the Ollama container "
-                        "(MiB); leave room for the agent and the gateway", Default=14336,
-                        MinValue=1024)
-        typed_parameter(t, OLLAMA_MEMORY_RESERVATION, "Number", "Memory reserved for Ollama "
-                        "(MiB) when placing the task", Default=8192, MinValue=512)
-        for name in (names.SERVICE_MIN_TASKS, names.SERVICE_MAX_TASKS):
-            typed_parameter(t, name, "Number", {
-                names.SERVICE_MIN_TASKS: "Fewest tasks (autoscaling minimum)",
-                names.SERVICE_MAX_TASKS: "Most tasks (autoscaling maximum; one GPU each)",
-            }[name], Default=SERVICE_DEFAULTS[name], MinValue=0, MaxValue=100)
-        typed_parameter(t, names.DEPLOYMENT_MAX_PERCENT, "Number", "Tasks a deploy may run, in "
-                        "% of desired (needs spare GPUs: tools/rollout.py)",
-                        Default=SERVICE_DEFAULTS[names.DEPLOYMENT_MAX_PERCENT], MinValue=100,
-                        MaxValue=400)
-        typed_parameter(t, names.DEPLOYMENT_MIN_HEALTHY_PERCENT, "Number", "Tasks that must "
-                        "stay healthy during a deploy, in % of desired (below 100: downtime)",
-                        Default=SERVICE_DEFAULTS[names.DEPLOYMENT_MIN_HEALTHY_PERCENT],
-                        MinValue=0, MaxValue=100)
-        # A String of digits, not a Number: it is a Mapping key, and a renderer (cloud-radar)
-        # resolves a Number Ref to an int that matches no key.
-        typed_parameter(t, model_load.MODEL_LOAD_SECONDS, "String", "Model-load budget: "
-                        "seconds from task start until the model is in GPU memory (image pull "
-                        "+ Ollama start + load); sets the Ollama health check and start timeout "
-                        "(stacks/model_load.py)", Default=str(model_load.DEFAULT_LOAD_SECONDS),
-                        AllowedValues=[str(load) for load in model_load.LOAD_TIERS])
-        typed_parameter(t, GRACE_PERIOD, "Number", "Seconds the service ignores failing load "
-                        "balancer and container health checks after a task starts; at least "
-                        "ModelLoadSeconds + the Ollama check interval + HealthyThresholdCount x "
-                        "HealthCheckIntervalSeconds (make rollout-check)", Default=900,
-                        MinValue=60, MaxValue=7200)
-        boolean_parameter(t, ECS_EXEC, "Allow ECS Exec into the containers (off in prod)",
-                          "false")
-        typed_parameter(t, REQUESTS_PER_TARGET, "Number", "Target tracking: ALB requests per "
-                        "task per minute", Default=30, MinValue=1)
-        typed_parameter(t, IN_FLIGHT_TARGET, "Number", "Target tracking: average in-flight "
-                        "requests per task (below OllamaNumParallel leaves headroom)",
-                        Default=3, MinValue=1)
-        boolean_parameter(t, SCHEDULED_SCALING, "Scale to zero on ScaleDownSchedule and back on "
-                          "ScaleUpSchedule (e.g. dev at night)", "false")
-        string_parameter(t, SCALE_DOWN_SCHEDULE, "When to scale to zero (Application Auto "
-                         "Scaling schedule expression)", Default="cron(0 20 ? * MON-FRI *)")
-        string_parameter(t, SCALE_UP_SCHEDULE, "When to restore ServiceMinTasks",
-                         Default="cron(0 7 ? * MON-FRI *)")
-        string_parameter(t, SCHEDULE_TIMEZONE, "IANA time zone of the schedules", Default="UTC")
+        self.add_parameters(t)
+        self.parameter_arns = {item.env: Ref(names.setting_parameter_output(item.env))
+                               for item in SETTINGS if item.source is Source.SSM}
 
         # Rules 1 and 2 of stacks/model_load.py, per load tier (CloudFormation has no arithmetic).
         t.add_mapping(model_load.MAPPING, model_load.mapping())
