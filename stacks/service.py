@@ -1,4 +1,4 @@
-"""Service layer: the gateway + Ollama sidecar task, the ECS service, autoscaling, alarms.
+"""Service layer: the gateway + Ollama sidecar task, the ECS service and its autoscaling.
 
 The two containers share the task's network namespace (awsvpc): the gateway reaches Ollama on
 127.0.0.1:11434, and nothing else can, because Ollama binds to loopback and has no port
@@ -89,7 +89,7 @@ SCALE_IN_COOLDOWN = 900  # seconds: a model load is expensive; shed capacity slo
 class ServiceLayer(Layer):
     logical_id = "Service"
     file_name = "service.json"
-    description = "Service: gateway + Ollama sidecar task, ECS service, autoscaling, alarms"
+    description = "Service: gateway + Ollama sidecar task, ECS service, autoscaling"
     root_outputs = (names.SERVICE_NAME, names.GATEWAY_LOG_GROUP_NAME)
 
     def parameters(self):
