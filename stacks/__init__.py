@@ -12,6 +12,7 @@ from stacks.cluster import ClusterLayer
 from stacks.config import ConfigLayer
 from stacks.endpoints import EndpointsLayer
 from stacks.load_balancer import LoadBalancerLayer
+from stacks.monitoring import MonitoringLayer
 from stacks.network import NetworkLayer
 from stacks.registry import RegistryLayer
 from stacks.root import RootBuilder
@@ -27,6 +28,7 @@ NESTED_LAYERS: tuple[type[Layer], ...] = (
     LoadBalancerLayer,
     ClusterLayer,
     ServiceLayer,
+    MonitoringLayer,
 )
 ROOT_FILE = "root.json"
 

@@ -8,6 +8,7 @@ from troposphere import Output, Parameter, Template
 
 from app.contract import setting
 from stacks import names
+from stacks.parameters import Param, add_all, number, string
 from stacks.settings import GenerationSettings
 
 TEMPLATE_VERSION = "2010-09-09"
@@ -35,6 +36,25 @@ class Layer:
     def build(self) -> Template:
         raise NotImplementedError
 
+    def parameters(self) -> tuple[Param, ...]:
+        """This layer's parameters as data (stacks/parameters.py); build() adds them."""
+        return ()
+
+    def add_parameters(self, template: Template) -> dict[str, Parameter]:
+        return add_all(template, self.parameters())
+
+    def rules(self) -> dict[str, dict]:
+        """Template Rules over this layer's parameters; root carries them, never the layer.
+
+        CloudFormation evaluates a template's Rules when that template's stack is created or
+        updated, before its resources; a nested template's Rules therefore run only when its
+        nested stack is reached, after the earlier layers exist (a failed first create then
+        rolls everything back). In root they run before anything is created
+        (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/rules-section-structure.html).
+        Every name a rule Refs must be a root parameter of the same name (root checks it).
+        """
+        return {}
+
     def new_template(self) -> Template:
         template = Template(Description=self.description)
         template.set_version(TEMPLATE_VERSION)
@@ -45,62 +65,32 @@ def add_output(template: Template, name: str, value: object, description: str) -
     return template.add_output(Output(name, Value=value, Description=description))
 
 
-def typed_parameter(template: Template, name: str, type_: str, description: str,
-                    **kwargs) -> Parameter:
-    return template.add_parameter(Parameter(name, Type=type_, Description=description, **kwargs))
-
-
-def string_parameter(template: Template, name: str, description: str, **kwargs) -> Parameter:
-    return template.add_parameter(Parameter(name, Type="String", Description=description, **kwargs))
-
-
-def boolean_parameter(template: Template, name: str, description: str, default: str) -> Parameter:
-    """CloudFormation has no boolean type: "true"/"false" strings, tested with Conditions."""
-    return template.add_parameter(
-        Parameter(name, Type="String", AllowedValues=["true", "false"], Default=default,
-                  Description=description)
-    )
-
-
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 
+# ProjectName and EnvironmentName, declared alike by every layer that names things.
+NAMING = (
+    string(names.PROJECT_NAME, "Project name: prefix of resource names", default="llm-api",
+           pattern=NAME_PATTERN, constraint="lowercase letters, digits and -, at most 31"),
+    string(names.ENVIRONMENT_NAME, "Environment name (dev, prod, ...)", pattern=NAME_PATTERN,
+           constraint="lowercase letters, digits and -, at most 31"),
+)
 
-def naming_parameters(template: Template) -> tuple[Parameter, Parameter]:
-    """ProjectName and EnvironmentName, declared alike by every layer that names things."""
-    project = string_parameter(
-        template, names.PROJECT_NAME, "Project name: prefix of resource names",
-        Default="llm-api", AllowedPattern=NAME_PATTERN,
-        ConstraintDescription="lowercase letters, digits and -, at most 31")
-    environment = string_parameter(
-        template, names.ENVIRONMENT_NAME, "Environment name (dev, prod, ...)",
-        AllowedPattern=NAME_PATTERN,
-        ConstraintDescription="lowercase letters, digits and -, at most 31")
-    return project, environment
+# ModelName and OllamaNumParallel, declared alike by the config and service layers.
+MODEL = (
+    string(names.MODEL_NAME, "Ollama model the service serves (name:tag); the Ollama image "
+           "must be built with the same name", default=setting("GATEWAY_MODELS").default_text,
+           pattern=r"^[a-z0-9][a-z0-9._:/-]{0,127}$",
+           constraint="an Ollama model name such as llama3.2:1b"),
+    number(names.OLLAMA_NUM_PARALLEL, "Requests one Ollama serves at once "
+           "(OLLAMA_NUM_PARALLEL); the gateway's concurrency bound per task",
+           default=setting("GATEWAY_MAX_CONCURRENCY").default, min_value=1, max_value=32),
+)
 
-
-def model_parameters(template: Template) -> tuple[Parameter, Parameter]:
-    """ModelName and OllamaNumParallel, declared alike by the config and service layers."""
-    model = string_parameter(
-        template, names.MODEL_NAME, "Ollama model the service serves (name:tag); the Ollama "
-        "image must be built with the same name",
-        Default=setting("GATEWAY_MODELS").default_text,
-        AllowedPattern=r"^[a-z0-9][a-z0-9._:/-]{0,127}$",
-        ConstraintDescription="an Ollama model name such as llama3.2:1b")
-    parallel = template.add_parameter(Parameter(
-        names.OLLAMA_NUM_PARALLEL, Type="Number",
-        Description="Requests one Ollama serves at once (OLLAMA_NUM_PARALLEL); the gateway's "
-                    "concurrency bound per task",
-        Default=setting("GATEWAY_MAX_CONCURRENCY").default, MinValue=1, MaxValue=32))
-    return model, parallel
-
-
-def log_retention_parameter() -> Parameter:
-    return Parameter(
-        names.LOG_RETENTION_DAYS, Type="Number", Default=365,
-        AllowedValues=[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
-                       1827, 2192, 2557, 2922, 3288, 3653],
-        Description="Days to keep logs (flow logs, container logs); 365 or more for audit",
-    )
+LOG_RETENTION = number(
+    names.LOG_RETENTION_DAYS, "Days to keep logs (flow logs, container logs); 365 or more for "
+    "audit", default=365,
+    allowed_values=(1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
+                    2192, 2557, 2922, 3288, 3653))
 
 
 def to_json(template: Template) -> str:

@@ -12,8 +12,9 @@ from troposphere import Base64, Equals, GetAtt, If, Ref, Sub, Tags, autoscaling,
 
 from app.contract import TIMEOUTS
 from stacks import names, policies
-from stacks.base import Layer, add_output, boolean_parameter, naming_parameters, typed_parameter
+from stacks.base import NAMING, Layer, add_output
 from stacks.gpu import DEFAULT_INSTANCE_TYPE, GPUS_PER_INSTANCE
+from stacks.parameters import Param, boolean, number, string
 
 GPU_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
 ROOT_DEVICE = "/dev/xvda"  # root device of the Amazon Linux 2023 ECS AMIs
@@ -54,39 +55,45 @@ class ClusterLayer(Layer):
         "Default": GPU_AMI_PARAMETER,
     }}
 
+    def parameters(self):
+        return NAMING + (
+            Param(names.PRIVATE_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>",
+                  "Private subnets, one per AZ"),
+            Param(names.INSTANCE_SECURITY_GROUP_ID, "AWS::EC2::SecurityGroup::Id",
+                  "Security group of the instances"),
+            # The AMI ID itself: root declares the SSM-typed parameter (root_definitions) and
+            # resolves it. A nested SSM-typed parameter would take the resolved ID for a name.
+            Param(AMI_ID, "AWS::EC2::Image::Id",
+                  "ECS GPU AMI ID, resolved by root from the SSM public parameter"),
+            Param(names.SUBNET_AVAILABILITY_ZONES, "List<AWS::EC2::AvailabilityZone::Name>",
+                  "AZs of the private subnets, in subnet order"),
+            string(names.INSTANCE_TYPE,
+                   "GPU instance type; one task per GPU (stacks/gpu.py lists the GPU counts)",
+                   default=DEFAULT_INSTANCE_TYPE, allowed_values=tuple(sorted(GPUS_PER_INSTANCE))),
+            number(ROOT_VOLUME_GIB, "Root volume size (GiB): the images, with the baked model, "
+                   "are several GB each", default=100, min_value=30, max_value=2000),
+            number(names.ASG_MIN_SIZE, "Fewest GPU instances", default=1, min_value=0,
+                   max_value=100),
+            number(names.ASG_MAX_SIZE, "Most GPU instances (must cover a rolling deploy at the "
+                   "service's maximum; see tools/rollout.py)", default=2, min_value=1,
+                   max_value=100),
+            number(CAPACITY_TARGET, "Managed scaling target: 100 packs tasks onto instances; "
+                   "lower keeps spare instances", default=100, min_value=1, max_value=100),
+            boolean(WARM_POOL, "Keep stopped, already-booted instances ready so scale-out skips "
+                    "the boot (stopped instances pay only for EBS)", "false"),
+            number(WARM_POOL_MIN, "Instances kept in the warm pool", default=1, min_value=0,
+                   max_value=100),
+        )
+
     def build(self):
         t = self.new_template()
-        naming_parameters(t)
-        subnets = typed_parameter(t, names.PRIVATE_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>",
-                                  "Private subnets, one per AZ")
-        group = typed_parameter(t, names.INSTANCE_SECURITY_GROUP_ID,
-                                "AWS::EC2::SecurityGroup::Id", "Security group of the instances")
-        # The AMI ID itself: root declares the SSM-typed parameter (root_definitions) and
-        # resolves it. A nested SSM-typed parameter would take the resolved ID for a name.
-        ami = typed_parameter(t, AMI_ID, "AWS::EC2::Image::Id",
-                              "ECS GPU AMI ID, resolved by root from the SSM public parameter")
-        azs = typed_parameter(t, names.SUBNET_AVAILABILITY_ZONES,
-                              "List<AWS::EC2::AvailabilityZone::Name>",
-                              "AZs of the private subnets, in subnet order")
-        instance_type = typed_parameter(
-            t, names.INSTANCE_TYPE, "String",
-            "GPU instance type; one task per GPU (stacks/gpu.py lists the GPU counts)",
-            Default=DEFAULT_INSTANCE_TYPE, AllowedValues=sorted(GPUS_PER_INSTANCE))
-        volume = typed_parameter(t, ROOT_VOLUME_GIB, "Number", "Root volume size (GiB): the "
-                                 "images, with the baked model, are several GB each",
-                                 Default=100, MinValue=30, MaxValue=2000)
-        asg_min = typed_parameter(t, names.ASG_MIN_SIZE, "Number", "Fewest GPU instances",
-                                  Default=1, MinValue=0, MaxValue=100)
-        asg_max = typed_parameter(t, names.ASG_MAX_SIZE, "Number", "Most GPU instances (must "
-                                  "cover a rolling deploy at the service's maximum; see "
-                                  "tools/rollout.py)", Default=2, MinValue=1, MaxValue=100)
-        target = typed_parameter(t, CAPACITY_TARGET, "Number", "Managed scaling target: 100 "
-                                 "packs tasks onto instances; lower keeps spare instances",
-                                 Default=100, MinValue=1, MaxValue=100)
-        boolean_parameter(t, WARM_POOL, "Keep stopped, already-booted instances ready so scale-"
-                          "out skips the boot (stopped instances pay only for EBS)", "false")
-        warm_min = typed_parameter(t, WARM_POOL_MIN, "Number", "Instances kept in the warm "
-                                   "pool", Default=1, MinValue=0, MaxValue=100)
+        p = self.add_parameters(t)
+        subnets, group, ami, azs = (p[n] for n in (names.PRIVATE_SUBNET_IDS,
+                                                   names.INSTANCE_SECURITY_GROUP_ID, AMI_ID,
+                                                   names.SUBNET_AVAILABILITY_ZONES))
+        instance_type, volume, asg_min, asg_max = (p[n] for n in (
+            names.INSTANCE_TYPE, ROOT_VOLUME_GIB, names.ASG_MIN_SIZE, names.ASG_MAX_SIZE))
+        target, warm_min = p[CAPACITY_TARGET], p[WARM_POOL_MIN]
         t.add_condition("WarmPoolOn", Equals(Ref(WARM_POOL), "true"))
 
         cluster = t.add_resource(ecs.Cluster(

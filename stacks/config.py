@@ -11,12 +11,7 @@ from troposphere import GetAtt, Ref, Sub, kms, secretsmanager, ssm
 
 from app.contract import SETTINGS, Source
 from stacks import names, policies
-from stacks.base import (
-    Layer,
-    add_output,
-    model_parameters,
-    naming_parameters,
-)
+from stacks.base import MODEL, NAMING, Layer, add_output
 
 API_KEY_LENGTH = 48
 
@@ -31,11 +26,12 @@ class ConfigLayer(Layer):
     description = "Config: gateway settings (SSM), API-key secret (Secrets Manager), KMS key"
     root_outputs = (names.API_KEY_SECRET_ARN,)
 
+    def parameters(self):
+        return NAMING + MODEL
+
     def build(self):
         t = self.new_template()
-        naming_parameters(t)
-        model, parallel = model_parameters(t)
-        root_values = {names.MODEL_NAME: model, names.OLLAMA_NUM_PARALLEL: parallel}
+        root_values = self.add_parameters(t)
 
         key = t.add_resource(kms.Key(
             "KmsKey", Description=Sub("${ProjectName}-${EnvironmentName}: log groups and the "

@@ -10,7 +10,8 @@ from __future__ import annotations
 from troposphere import Ref, Sub, ec2
 
 from stacks import names
-from stacks.base import Layer, typed_parameter
+from stacks.base import Layer
+from stacks.parameters import Param
 
 # (logical ID, service suffix after com.amazonaws.<region>.)
 INTERFACE_SERVICES = (
@@ -31,13 +32,20 @@ class EndpointsLayer(Layer):
     description = "Endpoints: interface VPC endpoints for ECR, CloudWatch Logs, SSM, Secrets Manager, ECS"
     root_condition = ("InterfaceEndpointsEnabled", names.INTERFACE_ENDPOINTS, "true")
 
+    def parameters(self):
+        return (
+            Param(names.VPC_ID, "AWS::EC2::VPC::Id", "VPC of the stack"),
+            Param(names.PRIVATE_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>",
+                  "Private subnets, one per AZ"),
+            Param(names.ENDPOINT_SECURITY_GROUP_ID, "AWS::EC2::SecurityGroup::Id",
+                  "Security group of the endpoints"),
+        )
+
     def build(self):
         t = self.new_template()
-        vpc_id = typed_parameter(t, names.VPC_ID, "AWS::EC2::VPC::Id", "VPC of the stack")
-        subnets = typed_parameter(t, names.PRIVATE_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>",
-                                  "Private subnets, one per AZ")
-        group = typed_parameter(t, names.ENDPOINT_SECURITY_GROUP_ID,
-                                "AWS::EC2::SecurityGroup::Id", "Security group of the endpoints")
+        declared = self.add_parameters(t)
+        vpc_id, subnets, group = (declared[n] for n in (
+            names.VPC_ID, names.PRIVATE_SUBNET_IDS, names.ENDPOINT_SECURITY_GROUP_ID))
         for title, service in INTERFACE_SERVICES:
             t.add_resource(ec2.VPCEndpoint(
                 title, VpcId=Ref(vpc_id), VpcEndpointType="Interface",

@@ -2,8 +2,10 @@
 
 - HTTPS on 443 with a TLS 1.3 policy; HTTP on 80 only answers 301 to HTTPS.
 - Certificate: an existing ACM ARN (CertificateArn), or, when that is empty, one created here
-  and validated through DNS in the Route 53 zone HostedZoneId for DomainName. Template Rules
-  fail the deploy before anything is created when the pair is missing.
+  and validated through DNS in the Route 53 zone HostedZoneId for DomainName. DomainName is
+  required: the listener is always HTTPS, and the ALB's own DNS name matches no certificate.
+  The Rules (rules(), carried by root so they run before any layer is created) refuse a
+  missing HostedZoneId.
 - Idle timeout and deregistration delay come from app/contract.py's timeout budget.
 - Optional: access logs to a bucket of this layer, a WAF web ACL, a Route 53 alias record.
 """
@@ -32,14 +34,8 @@ from troposphere import elasticloadbalancingv2 as elb
 
 from app.contract import GATEWAY_PORT, TIMEOUTS
 from stacks import names, policies
-from stacks.base import (
-    Layer,
-    add_output,
-    boolean_parameter,
-    scanner_skips,
-    string_parameter,
-    typed_parameter,
-)
+from stacks.base import Layer, add_output, scanner_skips
+from stacks.parameters import Param, boolean, number, string
 
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 HEALTH_CHECK_PATH = "/readyz"
@@ -94,59 +90,63 @@ class LoadBalancerLayer(Layer):
     description = "Load balancer: HTTPS ALB, HTTP redirect, target group, certificate, WAF, logs"
     root_outputs = (names.SERVICE_URL, names.LOAD_BALANCER_DNS_NAME)
 
+    def parameters(self):
+        return (
+            Param(names.VPC_ID, "AWS::EC2::VPC::Id", "VPC of the stack"),
+            Param(names.PUBLIC_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>",
+                  "Public subnets, one per AZ (internet-facing ALB)"),
+            Param(names.PRIVATE_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>",
+                  "Private subnets, one per AZ (internal ALB)"),
+            Param(names.ALB_SECURITY_GROUP_ID, "AWS::EC2::SecurityGroup::Id",
+                  "Security group of the ALB"),
+            string(SCHEME, "internet-facing: public API; internal: reachable only from the VPC "
+                   "and networks routed to it", allowed_values=("internet-facing", "internal"),
+                   default="internet-facing"),
+            boolean(DELETION_PROTECTION, "Refuse to delete the ALB (on in prod)", "true"),
+            boolean(ACCESS_LOGS, "Write ALB access logs to an S3 bucket of this stack", "true"),
+            number(ACCESS_LOG_EXPIRATION_DAYS, "Days before access-log objects expire",
+                   default=365, min_value=1, max_value=3653),
+            string(CERTIFICATE_ARN, "ARN of an existing ACM certificate for the HTTPS listener; "
+                   "empty: create one for DomainName, DNS-validated in HostedZoneId", default="",
+                   pattern=r"^(arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+)?$",
+                   constraint="empty, or an ACM certificate ARN"),
+            # Required (no default, the pattern refuses empty): the listener is HTTPS only and a
+            # certificate never matches the ALB's own DNS name, so clients need this name.
+            string(DOMAIN_NAME, "Domain name of the API (required): the certificate's name, "
+                   "ServiceUrl, and the DNS record when CreateDnsRecord is true",
+                   pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
+                   constraint="a lowercase DNS name such as api.example.com (required: the "
+                              "HTTPS certificate must match it)"),
+            string(HOSTED_ZONE_ID, "Route 53 public hosted zone of DomainName (certificate "
+                   "validation, alias record); may be empty with CertificateArn set and "
+                   "CreateDnsRecord false", default="", pattern=r"^(Z[A-Z0-9]{1,31})?$",
+                   constraint="empty, or a hosted zone ID such as Z0123456789ABC"),
+            boolean(CREATE_DNS_RECORD, "Create a Route 53 alias A record DomainName -> ALB in "
+                    "HostedZoneId", "false"),
+            boolean(WAF, "Associate a WAFv2 web ACL: AWS managed common and known-bad-input "
+                    "rules, and a rate limit per client IP", "false"),
+            number(WAF_RATE_LIMIT, "Requests per client IP per 5 minutes before WAF blocks it "
+                   "(an LLM request is expensive: size it to your heaviest legitimate client)",
+                   default=600, min_value=10, max_value=2000000000),
+            number(HEALTH_INTERVAL, "Seconds between target health checks", default=15,
+                   min_value=5, max_value=300),
+            number(HEALTH_TIMEOUT, "Seconds a health check may take", default=5, min_value=2,
+                   max_value=120),
+            number(HEALTHY_THRESHOLD, "Passing checks before a target receives traffic",
+                   default=2, min_value=2, max_value=10),
+            number(UNHEALTHY_THRESHOLD, "Failing checks before a target is taken out",
+                   default=3, min_value=2, max_value=10),
+        )
+
     def build(self):
         t = self.new_template()
-        typed_parameter(t, names.VPC_ID, "AWS::EC2::VPC::Id", "VPC of the stack")
-        public = typed_parameter(t, names.PUBLIC_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>",
-                                 "Public subnets, one per AZ (internet-facing ALB)")
-        private = typed_parameter(t, names.PRIVATE_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>",
-                                  "Private subnets, one per AZ (internal ALB)")
-        alb_group = typed_parameter(t, names.ALB_SECURITY_GROUP_ID,
-                                    "AWS::EC2::SecurityGroup::Id", "Security group of the ALB")
-        string_parameter(t, SCHEME, "internet-facing: public API; internal: reachable only "
-                         "from the VPC and networks routed to it",
-                         AllowedValues=["internet-facing", "internal"], Default="internet-facing")
-        boolean_parameter(t, DELETION_PROTECTION, "Refuse to delete the ALB (on in prod)", "true")
-        boolean_parameter(t, ACCESS_LOGS, "Write ALB access logs to an S3 bucket of this stack",
-                          "true")
-        typed_parameter(t, ACCESS_LOG_EXPIRATION_DAYS, "Number",
-                        "Days before access-log objects expire", Default=365, MinValue=1,
-                        MaxValue=3653)
-        string_parameter(t, CERTIFICATE_ARN, "ARN of an existing ACM certificate for the HTTPS "
-                         "listener; empty: create one for DomainName, DNS-validated in "
-                         "HostedZoneId", Default="",
-                         AllowedPattern=r"^(arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+)?$",
-                         ConstraintDescription="empty, or an ACM certificate ARN")
-        string_parameter(t, DOMAIN_NAME, "Domain name of the API (certificate and DNS record); "
-                         "empty: clients use the ALB's DNS name", Default="",
-                         AllowedPattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|^$",
-                         ConstraintDescription="empty, or a lowercase DNS name")
-        string_parameter(t, HOSTED_ZONE_ID, "Route 53 public hosted zone of DomainName "
-                         "(certificate validation, alias record); may be empty with "
-                         "CertificateArn set and CreateDnsRecord false", Default="",
-                         AllowedPattern=r"^(Z[A-Z0-9]{1,31})?$",
-                         ConstraintDescription="empty, or a hosted zone ID such as Z0123456789ABC")
-        boolean_parameter(t, CREATE_DNS_RECORD, "Create a Route 53 alias A record DomainName -> "
-                          "ALB in HostedZoneId", "false")
-        boolean_parameter(t, WAF, "Associate a WAFv2 web ACL: AWS managed common and known-bad-"
-                          "input rules, and a rate limit per client IP", "false")
-        typed_parameter(t, WAF_RATE_LIMIT, "Number",
-                        "Requests per client IP per 5 minutes before WAF blocks it (an LLM "
-                        "request is expensive: size it to your heaviest legitimate client)",
-                        Default=600, MinValue=10, MaxValue=2000000000)
-        typed_parameter(t, HEALTH_INTERVAL, "Number", "Seconds between target health checks",
-                        Default=15, MinValue=5, MaxValue=300)
-        typed_parameter(t, HEALTH_TIMEOUT, "Number", "Seconds a health check may take",
-                        Default=5, MinValue=2, MaxValue=120)
-        typed_parameter(t, HEALTHY_THRESHOLD, "Number", "Passing checks before a target "
-                        "receives traffic", Default=2, MinValue=2, MaxValue=10)
-        typed_parameter(t, UNHEALTHY_THRESHOLD, "Number", "Failing checks before a target is "
-                        "taken out", Default=3, MinValue=2, MaxValue=10)
+        declared = self.add_parameters(t)
+        public, private, alb_group = (declared[n] for n in (
+            names.PUBLIC_SUBNET_IDS, names.PRIVATE_SUBNET_IDS, names.ALB_SECURITY_GROUP_ID))
 
         t.add_condition("IsInternal", Equals(Ref(SCHEME), "internal"))
         t.add_condition("AccessLogsOn", Equals(Ref(ACCESS_LOGS), "true"))
         t.add_condition("CreateCertificate", Equals(Ref(CERTIFICATE_ARN), ""))
-        t.add_condition("HasDomain", Not(Equals(Ref(DOMAIN_NAME), "")))
         t.add_condition("DnsRecordOn", Equals(Ref(CREATE_DNS_RECORD), "true"))
         t.add_condition("WafOn", Equals(Ref(WAF), "true"))
         t.add_condition("ElbLogAccount", And(
@@ -157,7 +157,6 @@ class LoadBalancerLayer(Layer):
         t.add_mapping("ElbLogDelivery", {
             region: {"Principal": account} for region, account in sorted(ELB_LOG_ACCOUNTS.items())
         })
-        _add_rules(t)
 
         bucket, bucket_ready = self._access_logs(t)
 
@@ -264,11 +263,30 @@ class LoadBalancerLayer(Layer):
                    "targetgroup/<name>/<id>: the second half of an ALBRequestCountPerTarget label")
         add_output(t, names.LOAD_BALANCER_DNS_NAME, GetAtt(alb, "DNSName"),
                    "DNS name of the load balancer")
-        add_output(t, names.SERVICE_URL,
-                   If("HasDomain", Sub(f"https://${{{DOMAIN_NAME}}}"),
-                      Sub("https://${DNS}", DNS=GetAtt(alb, "DNSName"))),
-                   "Base URL of the API: https:// + the domain when set, else the ALB DNS name")
+        add_output(t, names.SERVICE_URL, Sub(f"https://${{{DOMAIN_NAME}}}"),
+                   "Base URL of the API: https:// + DomainName (the name the certificate covers)")
         return t
+
+    def rules(self) -> dict[str, dict]:
+        """Refuse certificate and DNS inputs that cannot work, before any layer is created."""
+        has_zone = Not(Equals(Ref(HOSTED_ZONE_ID), ""))
+        return {
+            "CertificateNeedsZone": {
+                "RuleCondition": Equals(Ref(CERTIFICATE_ARN), ""),
+                "Assertions": [{
+                    "Assert": has_zone,
+                    "AssertDescription": "CertificateArn is empty, so the stack creates a "
+                                         "certificate for DomainName and validates it through "
+                                         "DNS: set HostedZoneId (or set CertificateArn)"}],
+            },
+            "DnsRecordNeedsZone": {
+                "RuleCondition": Equals(Ref(CREATE_DNS_RECORD), "true"),
+                "Assertions": [{
+                    "Assert": has_zone,
+                    "AssertDescription": "CreateDnsRecord is true: set HostedZoneId (the "
+                                         "public zone of DomainName), or CreateDnsRecord=false"}],
+            },
+        }
 
     def _access_logs(self, t):
         bucket = t.add_resource(s3.Bucket(
@@ -373,29 +391,3 @@ def _attr(key: str, value) -> elb.LoadBalancerAttributes:
 def _no_server_header() -> elb.ListenerAttribute:
     # Drops "Server: awselb/2.0" from the responses the ALB itself writes (redirects, errors).
     return elb.ListenerAttribute(Key="routing.http.response.server.enabled", Value="false")
-
-
-def _add_rules(t) -> None:
-    """Fail the deploy early (before any resource) when the certificate inputs don't fit."""
-    not_empty = lambda name: Not(Equals(Ref(name), ""))  # noqa: E731
-    t.add_rule("CertificateNeedsDomainAndZone", {
-        "RuleCondition": Equals(Ref(CERTIFICATE_ARN), ""),
-        "Assertions": [
-            {"Assert": not_empty(DOMAIN_NAME),
-             "AssertDescription": "CertificateArn is empty, so the stack creates a certificate: "
-                                  "set DomainName"},
-            {"Assert": not_empty(HOSTED_ZONE_ID),
-             "AssertDescription": "CertificateArn is empty, so the stack validates a new "
-                                  "certificate through DNS: set HostedZoneId"},
-        ],
-    })
-    t.add_rule("DnsRecordNeedsDomainAndZone", {
-        "RuleCondition": Equals(Ref(CREATE_DNS_RECORD), "true"),
-        "Assertions": [
-            {"Assert": not_empty(DOMAIN_NAME),
-             "AssertDescription": "CreateDnsRecord is true: set DomainName"},
-            {"Assert": not_empty(HOSTED_ZONE_ID),
-             "AssertDescription": "CreateDnsRecord is true: set HostedZoneId"},
-        ],
-    })
-

@@ -7,13 +7,16 @@ and the security layer needs this layer's VPC, so putting them here would be a c
 from __future__ import annotations
 
 from troposphere import Cidr as CidrFn
-from troposphere import Equals, GetAtt, If, Join, Parameter, Ref, Select, Sub, Tags, ec2, iam, logs
+from troposphere import Equals, GetAtt, If, Join, Ref, Select, Sub, Tags, ec2, iam, logs
 
 from stacks import names, policies
-from stacks.base import Layer, add_output, log_retention_parameter, string_parameter
+from stacks.base import LOG_RETENTION, Layer, add_output
+from stacks.parameters import Param, string
 
 NAT_PER_AZ = "NatPerAz"
-# Subnets are VPC-prefix + 8 bits: /24 in a /16, /26 in a /18 (each task takes an ENI address).
+# Fn::Cidr's third argument is the number of HOST bits of each subnet, not bits added to the
+# VPC prefix: 8 gives /24 subnets (256 addresses, 251 usable; each task takes one ENI address)
+# in any VPC from /16 to /18; 2 x az_count of them always fit (a /18 holds 64).
 SUBNET_CIDR_BITS = 8
 
 
@@ -23,30 +26,30 @@ class NetworkLayer(Layer):
     description = "Network: VPC, public/private subnets, NAT, routes, S3 gateway endpoint, flow logs"
     root_outputs = (names.VPC_ID,)
 
+    def parameters(self):
+        return (
+            string(names.VPC_CIDR, "VPC CIDR block, a /16 to /18 private range",
+                   default="10.0.0.0/16",
+                   pattern=r"^(10|172|192)\.\d{1,3}\.\d{1,3}\.\d{1,3}/(1[6-8])$",
+                   constraint="a private IPv4 CIDR with a prefix of /16 to /18"),
+            # Not Fn::GetAZs: GPU instance types are not offered in every AZ, so names are chosen.
+            Param(names.AVAILABILITY_ZONES, "List<AWS::EC2::AvailabilityZone::Name>",
+                  f"Exactly {self.settings.az_count} availability zone names that offer the GPU "
+                  "instance type (generation setting az_count); extra names are ignored"),
+            string(names.NAT_GATEWAY_MODE, "single: one NAT gateway shared by all AZs (cheap); "
+                   "per-az: one per AZ (no cross-AZ dependency)",
+                   allowed_values=("single", "per-az"), default="single"),
+            string(names.KMS_KEY_ARN, "KMS key ARN for the flow log group"),
+            LOG_RETENTION,
+        )
+
     def build(self):
         t = self.new_template()
         n = self.settings.az_count
-
-        vpc_cidr = string_parameter(
-            t, names.VPC_CIDR, "VPC CIDR block, a /16 to /18 private range",
-            Default="10.0.0.0/16",
-            AllowedPattern=r"^(10|172|192)\.\d{1,3}\.\d{1,3}\.\d{1,3}/(1[6-8])$",
-            ConstraintDescription="a private IPv4 CIDR with a prefix of /16 to /18",
-        )
-        # Not Fn::GetAZs: GPU instance types are not offered in every AZ, so the names are chosen.
-        azs = t.add_parameter(Parameter(
-            names.AVAILABILITY_ZONES, Type="List<AWS::EC2::AvailabilityZone::Name>",
-            Description=f"Exactly {n} availability zone names that offer the GPU instance type "
-                        "(generation setting az_count); extra names are ignored",
-        ))
-        nat_mode = string_parameter(
-            t, names.NAT_GATEWAY_MODE,
-            "single: one NAT gateway shared by all AZs (cheap); per-az: one per AZ (no "
-            "cross-AZ dependency)",
-            AllowedValues=["single", "per-az"], Default="single",
-        )
-        kms_key = string_parameter(t, names.KMS_KEY_ARN, "KMS key ARN for the flow log group")
-        retention = t.add_parameter(log_retention_parameter())
+        declared = self.add_parameters(t)
+        vpc_cidr, azs, nat_mode, kms_key, retention = (declared[name] for name in (
+            names.VPC_CIDR, names.AVAILABILITY_ZONES, names.NAT_GATEWAY_MODE, names.KMS_KEY_ARN,
+            names.LOG_RETENTION_DAYS))
         t.add_condition(NAT_PER_AZ, Equals(Ref(nat_mode), "per-az"))
 
         vpc = t.add_resource(ec2.VPC(

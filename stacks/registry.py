@@ -12,7 +12,8 @@ import json
 from troposphere import GetAtt, Ref, Sub, ecr
 
 from stacks import names
-from stacks.base import Layer, add_output, string_parameter
+from stacks.base import Layer, add_output
+from stacks.parameters import string
 
 IMAGES = ("gateway", "ollama")
 # Images with a baked model are several GB, but a task definition in use must never lose its
@@ -50,14 +51,17 @@ class RegistryLayer(Layer):
     file_name = "registry.json"
     description = "Registry: ECR repositories for the gateway and Ollama images (deploy first)"
 
+    def parameters(self):
+        return (
+            string(names.REPOSITORY_PREFIX, "Repository name prefix: repositories are "
+                   "<prefix>/gateway and <prefix>/ollama",
+                   pattern=r"^[a-z0-9]+(?:[-][a-z0-9]+)*$",
+                   constraint="lowercase letters, digits and single hyphens ([a-z0-9-]+)"),
+        )
+
     def build(self):
         t = self.new_template()
-        prefix = string_parameter(
-            t, names.REPOSITORY_PREFIX,
-            "Repository name prefix: repositories are <prefix>/gateway and <prefix>/ollama",
-            AllowedPattern=r"^[a-z0-9]+(?:[-][a-z0-9]+)*$",
-            ConstraintDescription="lowercase letters, digits and single hyphens ([a-z0-9-]+)",
-        )
+        prefix = self.add_parameters(t)[names.REPOSITORY_PREFIX]
         for image in IMAGES:
             repo = t.add_resource(ecr.Repository(
                 repository_logical_id(image),

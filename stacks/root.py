@@ -63,6 +63,29 @@ def _definition(parameter: Parameter) -> dict:
     return {key: value for key, value in parameter.to_dict().items() if key in PARAMETER_FIELDS}
 
 
+def _plain(node: object) -> object:
+    """A rule as plain JSON data (troposphere helpers resolved)."""
+    if hasattr(node, "to_dict"):
+        return _plain(node.to_dict())
+    if isinstance(node, dict):
+        return {key: _plain(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_plain(value) for value in node]
+    return node
+
+
+def _refs(node: object):
+    """Every name under a {"Ref": name} in plain JSON data."""
+    if isinstance(node, dict):
+        if set(node) == {"Ref"} and isinstance(node["Ref"], str):
+            yield node["Ref"]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
 class RootBuilder:
     description = "LLM API on ECS GPU instances: root stack nesting every layer"
 
@@ -90,7 +113,16 @@ class RootBuilder:
             declared[name] = (layer, definition)
             root.add_parameter(Parameter(name, Description=description, **definition))
 
+        rules: dict[str, tuple[str, dict]] = {}  # rule name -> (layer, rule)
         for layer, template in self.layers:
+            if template.rules:
+                raise WiringError(f"{layer.logical_id} adds Rules to its own template; return "
+                                  "them from rules() so root runs them before any layer")
+            for name, rule in layer.rules().items():
+                if name in rules:
+                    raise WiringError(f"rule {name!r} is declared by both {rules[name][0]} and "
+                                      f"{layer.logical_id}; rule names must be unique")
+                rules[name] = (layer.logical_id, rule)
             values = {}
             for name, parameter in sorted(template.parameters.items()):
                 if name in outputs:
@@ -148,7 +180,19 @@ class RootBuilder:
                     name, Value=GetAtt(layer.logical_id, f"Outputs.{name}"),
                     Description=output.properties.get("Description", name),
                 ))
+        self._add_rules(root, rules)
         return root
+
+    @staticmethod
+    def _add_rules(root: Template, rules: dict[str, tuple[str, dict]]) -> None:
+        """Every layer's Rules, in root: they run before any nested stack is created."""
+        for name, (layer, rule) in sorted(rules.items()):
+            missing = sorted(set(_refs(_plain(rule))) - set(root.parameters))
+            if missing:
+                raise WiringError(f"rule {name!r} of {layer} refers to {missing}, which root "
+                                  "does not declare as parameters; a rule may use only "
+                                  "parameters that root passes through")
+            root.add_rule(name, rule)
 
     def _declare_root_only(self, name: str, declare, layer: str) -> None:
         if name in ROOT_ONLY_PARAMETERS:

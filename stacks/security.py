@@ -12,14 +12,8 @@ from troposphere import GetAtt, Ref, Sub, Tags, ec2
 
 from app.contract import GATEWAY_PORT
 from stacks import names
-from stacks.base import (
-    Layer,
-    add_output,
-    cdk_style_no_egress,
-    scanner_skips,
-    string_parameter,
-    typed_parameter,
-)
+from stacks.base import Layer, add_output, cdk_style_no_egress, scanner_skips
+from stacks.parameters import Param, string
 
 HTTPS = 443
 HTTP = 80
@@ -30,18 +24,23 @@ class SecurityLayer(Layer):
     file_name = "security.json"
     description = "Security: security groups for the ALB, tasks, GPU instances and VPC endpoints"
 
+    def parameters(self):
+        return (
+            Param(names.VPC_ID, "AWS::EC2::VPC::Id", "VPC of the stack"),
+            string(names.VPC_CIDR, "VPC CIDR block (endpoint ingress)"),
+            string(names.ALB_INGRESS_CIDR,
+                   "CIDR allowed to reach the load balancer on 443 (and 80, which only "
+                   "redirects); 0.0.0.0/0 for a public API, a corporate range to keep it private",
+                   default="0.0.0.0/0",
+                   pattern=r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}/\d{1,2}$",
+                   constraint="an IPv4 CIDR such as 0.0.0.0/0 or 203.0.113.0/24"),
+        )
+
     def build(self):
         t = self.new_template()
-        vpc_id = typed_parameter(t, names.VPC_ID, "AWS::EC2::VPC::Id", "VPC of the stack")
-        vpc_cidr = string_parameter(t, names.VPC_CIDR, "VPC CIDR block (endpoint ingress)")
-        alb_cidr = string_parameter(
-            t, names.ALB_INGRESS_CIDR,
-            "CIDR allowed to reach the load balancer on 443 (and 80, which only redirects); "
-            "0.0.0.0/0 for a public API, a corporate range to keep it private",
-            Default="0.0.0.0/0",
-            AllowedPattern=r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}/\d{1,2}$",
-            ConstraintDescription="an IPv4 CIDR such as 0.0.0.0/0 or 203.0.113.0/24",
-        )
+        declared = self.add_parameters(t)
+        vpc_id, vpc_cidr, alb_cidr = (declared[n] for n in (names.VPC_ID, names.VPC_CIDR,
+                                                             names.ALB_INGRESS_CIDR))
 
         def group(title: str, purpose: str) -> ec2.SecurityGroup:
             return t.add_resource(ec2.SecurityGroup(

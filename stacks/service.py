@@ -1,4 +1,4 @@
-"""Service layer: the gateway + Ollama sidecar task, the ECS service, autoscaling, alarms.
+"""Service layer: the gateway + Ollama sidecar task, the ECS service and its autoscaling.
 
 The two containers share the task's network namespace (awsvpc): the gateway reaches Ollama on
 127.0.0.1:11434, and nothing else can, because Ollama binds to loopback and has no port
@@ -7,25 +7,19 @@ mapping. The gateway's settings are injected exactly as app/contract.py declares
 
 from __future__ import annotations
 
-import json
-
 from troposphere import (
-    AWSHelperFn,
     Equals,
+    FindInMap,
     GetAtt,
     If,
     Join,
-    Not,
     NoValue,
     Ref,
     Sub,
     applicationautoscaling,
-    cloudwatch,
     ecs,
-    events,
     iam,
     logs,
-    sns,
 )
 
 from app.contract import (
@@ -34,25 +28,15 @@ from app.contract import (
     METRIC_DIMENSIONS,
     METRIC_NAMESPACE,
     OLLAMA_PORT,
-    OUTPUT_TOKENS,
     SETTINGS,
-    TIME_TO_FIRST_TOKEN,
     TIMEOUTS,
     Source,
     setting,
 )
-from stacks import names, policies
-from stacks.base import (
-    Layer,
-    add_output,
-    boolean_parameter,
-    log_retention_parameter,
-    model_parameters,
-    naming_parameters,
-    string_parameter,
-    typed_parameter,
-)
+from stacks import model_load, names, policies
+from stacks.base import LOG_RETENTION, MODEL, NAMING, Layer, add_output
 from stacks.gpu import SERVICE_DEFAULTS
+from stacks.parameters import Param, boolean, number, string
 
 GATEWAY = "gateway"
 # Explicit, so the gateway's metric dimension (and the dashboard) can name it without a cycle.
@@ -63,10 +47,19 @@ CONTAINER_USER = "10001:10001"
 OLLAMA_HOME = "/home/ollama"  # tmpfs: Ollama writes its key pair under $HOME at start
 CONTAINER_TMP = "/tmp"  # noqa: S108 (a private tmpfs inside the container, not the host's /tmp)
 TMPFS_MIB = {CONTAINER_TMP: 512, OLLAMA_HOME: 64}
-# Writable paths the ECS Exec (SSM) agent needs in a read-only container. AWS documents ECS Exec
-# as unsupported with readonlyRootFilesystem; these tmpfs mounts are the community workaround
-# (aws/containers-roadmap#1359, amazon-ecs-exec-checker#71). Only mounted when ECS Exec is on.
-ECS_EXEC_PATHS = ("/managed-agents", "/var/lib/amazon/ssm", "/var/log/amazon/ssm")
+# Writable paths the ECS Exec (SSM) agent needs in a read-only container, mounted only when
+# ECS Exec is on (aws/containers-roadmap#1359). The SSM agent keeps its state and session files
+# under /var/lib/amazon/ssm (aws/amazon-ssm-agent@1c217c89 agent/appconfig/constants_unix.go,
+# AgentData, SessionFilesPath). NOT here, on purpose:
+# - /var/log/amazon/ssm: on EC2 the ECS agent bind-mounts a host log directory there, read-write,
+#   into every container of an Exec-enabled task (aws/amazon-ecs-agent@8dfceca6
+#   agent/engine/execcmd/manager_init_task_linux.go, addRequiredBindMounts, ContainerLogDir),
+#   and Docker refuses a tmpfs at a bind's destination: "Duplicate mount point"
+#   (moby/moby@b985e231 daemon/volumes.go, registerMountPoints). The container would not start.
+# - /managed-agents: the ECS agent's own path; it mounts the SSM binaries read-only under
+#   /ecs-execute-command-<uuid>/ in the task container (same file, ContainerDepsDirPrefix).
+# tests/stacks/test_service.py holds every container mount against those bind destinations.
+ECS_EXEC_PATHS = ("/var/lib/amazon/ssm",)
 GATEWAY_HEALTH_COMMAND = [
     "CMD", "python", "-c",
     "import sys, urllib.request; "
@@ -76,7 +69,6 @@ GATEWAY_HEALTH_COMMAND = [
 # `ollama ps` lists models loaded in memory: the check passes only once the model is loaded,
 # not merely present on disk. The image has no curl or wget; it has the ollama CLI and grep.
 OLLAMA_HEALTH_COMMAND = "ollama ps | grep -qF -- '${ModelName}' || exit 1"
-OLLAMA_START_PERIOD = 300  # ECS maximum; the service's grace period covers longer loads
 
 # Parameters of this layer.
 OLLAMA_MEMORY = "OllamaMemoryMiB"
@@ -89,8 +81,6 @@ SCHEDULED_SCALING = "ScheduledScaling"
 SCALE_DOWN_SCHEDULE = "ScaleDownSchedule"
 SCALE_UP_SCHEDULE = "ScaleUpSchedule"
 SCHEDULE_TIMEZONE = "ScheduleTimezone"
-ALARM_EMAIL = "AlarmEmail"
-TTFT_THRESHOLD = "TimeToFirstTokenP95AlarmMs"
 
 SCALE_OUT_COOLDOWN = 60  # seconds: add capacity fast
 SCALE_IN_COOLDOWN = 900  # seconds: a model load is expensive; shed capacity slowly
@@ -99,84 +89,89 @@ SCALE_IN_COOLDOWN = 900  # seconds: a model load is expensive; shed capacity slo
 class ServiceLayer(Layer):
     logical_id = "Service"
     file_name = "service.json"
-    description = "Service: gateway + Ollama sidecar task, ECS service, autoscaling, alarms"
-    root_outputs = (names.SERVICE_NAME, names.GATEWAY_LOG_GROUP_NAME, names.ALARM_TOPIC_ARN)
+    description = "Service: gateway + Ollama sidecar task, ECS service, autoscaling"
+    root_outputs = (names.SERVICE_NAME, names.GATEWAY_LOG_GROUP_NAME)
+
+    def parameters(self):
+        wired = tuple(string(name, description) for name, description in (
+            (names.CLUSTER_NAME, "ECS cluster name"),
+            (names.CAPACITY_PROVIDER_NAME, "Capacity provider of the GPU instances"),
+        )) + (
+            Param(names.PRIVATE_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>", "Private subnets"),
+            Param(names.TASK_SECURITY_GROUP_ID, "AWS::EC2::SecurityGroup::Id",
+                  "Task security group"),
+        ) + tuple(string(name, description) for name, description in (
+            (names.VPC_CIDR, "VPC CIDR: the proxies whose X-Forwarded-For is trusted"),
+            (names.TARGET_GROUP_ARN, "Gateway target group"),
+            (names.LISTENER_ARN, "HTTPS listener (the service waits for it)"),
+            (names.LOAD_BALANCER_FULL_NAME, "app/<name>/<id> of the ALB"),
+            (names.TARGET_GROUP_FULL_NAME, "targetgroup/<name>/<id>"),
+            (names.KMS_KEY_ARN, "KMS key of log groups, secret and alarm topic"),
+            (names.API_KEY_SECRET_ARN, "Secret holding the API keys"),
+            (names.GATEWAY_IMAGE_URI, "Gateway image URI (repository:tag)"),
+            (names.OLLAMA_IMAGE_URI, "Ollama image URI (repository:tag)"),
+            (names.GATEWAY_REPOSITORY_ARN, "Gateway ECR repository ARN"),
+            (names.OLLAMA_REPOSITORY_ARN, "Ollama ECR repository ARN"),
+        ))
+        # The config layer's SSM parameter ARNs, one per Source.SSM setting of the contract.
+        settings = tuple(string(names.setting_parameter_output(item.env),
+                                f"ARN of the SSM parameter of {item.env}")
+                         for item in SETTINGS if item.source is Source.SSM)
+        return NAMING + wired + settings + MODEL + (
+            LOG_RETENTION,
+            number(OLLAMA_MEMORY, "Hard memory limit of the Ollama container (MiB); leave room "
+                   "for the agent and the gateway", default=14336, min_value=1024),
+            number(OLLAMA_MEMORY_RESERVATION, "Memory reserved for Ollama (MiB) when placing "
+                   "the task", default=8192, min_value=512),
+            number(names.SERVICE_MIN_TASKS, "Fewest tasks (autoscaling minimum)",
+                   default=SERVICE_DEFAULTS[names.SERVICE_MIN_TASKS], min_value=0, max_value=100),
+            number(names.SERVICE_MAX_TASKS, "Most tasks (autoscaling maximum; one GPU each)",
+                   default=SERVICE_DEFAULTS[names.SERVICE_MAX_TASKS], min_value=0, max_value=100),
+            number(names.DEPLOYMENT_MAX_PERCENT, "Tasks a deploy may run, in % of desired "
+                   "(needs spare GPUs: tools/rollout.py)",
+                   default=SERVICE_DEFAULTS[names.DEPLOYMENT_MAX_PERCENT], min_value=100,
+                   max_value=400),
+            number(names.DEPLOYMENT_MIN_HEALTHY_PERCENT, "Tasks that must stay healthy during a "
+                   "deploy, in % of desired (below 100: downtime)",
+                   default=SERVICE_DEFAULTS[names.DEPLOYMENT_MIN_HEALTHY_PERCENT], min_value=0,
+                   max_value=100),
+            # A String of digits, not a Number: it is a Mapping key, and a renderer
+            # (cloud-radar) resolves a Number Ref to an int that matches no key.
+            string(model_load.MODEL_LOAD_SECONDS, "Model-load budget: seconds from task start "
+                   "until the model is in GPU memory (image pull + Ollama start + load); sets "
+                   "the Ollama health check and start timeout (stacks/model_load.py)",
+                   default=str(model_load.DEFAULT_LOAD_SECONDS),
+                   allowed_values=tuple(str(load) for load in model_load.LOAD_TIERS)),
+            number(GRACE_PERIOD, "Seconds the service ignores failing load balancer and "
+                   "container health checks after a task starts; at least ModelLoadSeconds + "
+                   "the Ollama check interval + HealthyThresholdCount x "
+                   "HealthCheckIntervalSeconds (make rollout-check)", default=900, min_value=60,
+                   max_value=7200),
+            boolean(ECS_EXEC, "Allow ECS Exec into the containers (off in prod)", "false"),
+            number(REQUESTS_PER_TARGET, "Target tracking: ALB requests per task per minute",
+                   default=30, min_value=1),
+            number(IN_FLIGHT_TARGET, "Target tracking: average in-flight requests per task "
+                   "(below OllamaNumParallel leaves headroom)", default=3, min_value=1),
+            boolean(SCHEDULED_SCALING, "Scale to zero on ScaleDownSchedule and back on "
+                    "ScaleUpSchedule (e.g. dev at night)", "false"),
+            string(SCALE_DOWN_SCHEDULE, "When to scale to zero (Application Auto Scaling "
+                   "schedule expression)", default="cron(0 20 ? * MON-FRI *)"),
+            string(SCALE_UP_SCHEDULE, "When to restore ServiceMinTasks",
+                   default="cron(0 7 ? * MON-FRI *)"),
+            string(SCHEDULE_TIMEZONE, "IANA time zone of the schedules", default="UTC"),
+        )
 
     def build(self):
         t = self.new_template()
         self.t = t
-        naming_parameters(t)
-        for name, type_, description in (
-            (names.CLUSTER_NAME, "String", "ECS cluster name"),
-            (names.CAPACITY_PROVIDER_NAME, "String", "Capacity provider of the GPU instances"),
-            (names.PRIVATE_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>", "Private subnets"),
-            (names.TASK_SECURITY_GROUP_ID, "AWS::EC2::SecurityGroup::Id", "Task security group"),
-            (names.VPC_CIDR, "String", "VPC CIDR: the proxies whose X-Forwarded-For is trusted"),
-            (names.TARGET_GROUP_ARN, "String", "Gateway target group"),
-            (names.LISTENER_ARN, "String", "HTTPS listener (the service waits for it)"),
-            (names.LOAD_BALANCER_FULL_NAME, "String", "app/<name>/<id> of the ALB"),
-            (names.TARGET_GROUP_FULL_NAME, "String", "targetgroup/<name>/<id>"),
-            (names.KMS_KEY_ARN, "String", "KMS key of log groups, secret and alarm topic"),
-            (names.API_KEY_SECRET_ARN, "String", "Secret holding the API keys"),
-            (names.GATEWAY_IMAGE_URI, "String", "Gateway image URI (repository:tag)"),
-            (names.OLLAMA_IMAGE_URI, "String", "Ollama image URI (repository:tag)"),
-            (names.GATEWAY_REPOSITORY_ARN, "String", "Gateway ECR repository ARN"),
-            (names.OLLAMA_REPOSITORY_ARN, "String", "Ollama ECR repository ARN"),
-        ):
-            typed_parameter(t, name, type_, description)
-        self.parameter_arns = {}
-        for item in SETTINGS:
-            if item.source is Source.SSM:
-                output = names.setting_parameter_output(item.env)
-                typed_parameter(t, output, "String", f"ARN of the SSM parameter of {item.env}")
-                self.parameter_arns[item.env] = Ref(output)
-        model_parameters(t)
-        t.add_parameter(log_retention_parameter())
-        typed_parameter(t, OLLAMA_MEMORY, "Number", "Hard memory limit of the Ollama container "
-                        "(MiB); leave room for the agent and the gateway", Default=14336,
-                        MinValue=1024)
-        typed_parameter(t, OLLAMA_MEMORY_RESERVATION, "Number", "Memory reserved for Ollama "
-                        "(MiB) when placing the task", Default=8192, MinValue=512)
-        for name in (names.SERVICE_MIN_TASKS, names.SERVICE_MAX_TASKS):
-            typed_parameter(t, name, "Number", {
-                names.SERVICE_MIN_TASKS: "Fewest tasks (autoscaling minimum)",
-                names.SERVICE_MAX_TASKS: "Most tasks (autoscaling maximum; one GPU each)",
-            }[name], Default=SERVICE_DEFAULTS[name], MinValue=0, MaxValue=100)
-        typed_parameter(t, names.DEPLOYMENT_MAX_PERCENT, "Number", "Tasks a deploy may run, in "
-                        "% of desired (needs spare GPUs: tools/rollout.py)",
-                        Default=SERVICE_DEFAULTS[names.DEPLOYMENT_MAX_PERCENT], MinValue=100,
-                        MaxValue=400)
-        typed_parameter(t, names.DEPLOYMENT_MIN_HEALTHY_PERCENT, "Number", "Tasks that must "
-                        "stay healthy during a deploy, in % of desired (below 100: downtime)",
-                        Default=SERVICE_DEFAULTS[names.DEPLOYMENT_MIN_HEALTHY_PERCENT],
-                        MinValue=0, MaxValue=100)
-        typed_parameter(t, GRACE_PERIOD, "Number", "Model-load budget: seconds the service "
-                        "ignores failing load balancer health checks after a task starts "
-                        "(image pull + model load into GPU memory)", Default=900, MinValue=60,
-                        MaxValue=7200)
-        boolean_parameter(t, ECS_EXEC, "Allow ECS Exec into the containers (off in prod)",
-                          "false")
-        typed_parameter(t, REQUESTS_PER_TARGET, "Number", "Target tracking: ALB requests per "
-                        "task per minute", Default=30, MinValue=1)
-        typed_parameter(t, IN_FLIGHT_TARGET, "Number", "Target tracking: average in-flight "
-                        "requests per task (below OllamaNumParallel leaves headroom)",
-                        Default=3, MinValue=1)
-        boolean_parameter(t, SCHEDULED_SCALING, "Scale to zero on ScaleDownSchedule and back on "
-                          "ScaleUpSchedule (e.g. dev at night)", "false")
-        string_parameter(t, SCALE_DOWN_SCHEDULE, "When to scale to zero (Application Auto "
-                         "Scaling schedule expression)", Default="cron(0 20 ? * MON-FRI *)")
-        string_parameter(t, SCALE_UP_SCHEDULE, "When to restore ServiceMinTasks",
-                         Default="cron(0 7 ? * MON-FRI *)")
-        string_parameter(t, SCHEDULE_TIMEZONE, "IANA time zone of the schedules", Default="UTC")
-        string_parameter(t, ALARM_EMAIL, "E-mail subscribed to the alarm topic (empty: none)",
-                         Default="", AllowedPattern=r"^([^@\s]+@[^@\s]+\.[^@\s]+)?$",
-                         ConstraintDescription="empty, or an e-mail address")
-        typed_parameter(t, TTFT_THRESHOLD, "Number", "Alarm when time to first token p95 "
-                        "exceeds this (ms)", Default=10000, MinValue=100)
+        self.add_parameters(t)
+        self.parameter_arns = {item.env: Ref(names.setting_parameter_output(item.env))
+                               for item in SETTINGS if item.source is Source.SSM}
 
+        # Rules 1 and 2 of stacks/model_load.py, per load tier (CloudFormation has no arithmetic).
+        t.add_mapping(model_load.MAPPING, model_load.mapping())
         t.add_condition("ExecOn", Equals(Ref(ECS_EXEC), "true"))
         t.add_condition("ScheduleOn", Equals(Ref(SCHEDULED_SCALING), "true"))
-        t.add_condition("HasAlarmEmail", Not(Equals(Ref(ALARM_EMAIL), "")))
 
         gateway_logs, ollama_logs = (
             t.add_resource(logs.LogGroup(
@@ -191,8 +186,6 @@ class ServiceLayer(Layer):
                                                 ollama_logs)
         service = self._service(task_definition)
         self._autoscaling(service)
-        topic = self._alarms(service)
-        self._dashboard()
 
         add_output(t, names.SERVICE_NAME, GetAtt(service, "Name"), "ECS service name")
         add_output(t, names.TASK_DEFINITION_ARN, Ref(task_definition),
@@ -200,7 +193,6 @@ class ServiceLayer(Layer):
         add_output(t, names.GATEWAY_LOG_GROUP_NAME, Ref(gateway_logs),
                    "Log group of the gateway (request log lines and EMF metrics)")
         add_output(t, names.OLLAMA_LOG_GROUP_NAME, Ref(ollama_logs), "Log group of Ollama")
-        add_output(t, names.ALARM_TOPIC_ARN, Ref(topic), "SNS topic the alarms publish to")
         add_output(t, names.REQUEST_COUNT_RESOURCE_LABEL, self._resource_label(),
                    "ALBRequestCountPerTarget resource label of the scaling policy")
         return t
@@ -258,6 +250,9 @@ class ServiceLayer(Layer):
                 "mode": "non-blocking",
                 "max-buffer-size": "25m",
             })
+
+        def budget(key):
+            return FindInMap(model_load.MAPPING, Ref(model_load.MODEL_LOAD_SECONDS), key)
 
         def tmpfs(paths):
             return [ecs.Tmpfs(ContainerPath=path, Size=TMPFS_MIB.get(path, 64),
@@ -330,9 +325,15 @@ class ServiceLayer(Layer):
                 Tmpfs=If("ExecOn", tmpfs((CONTAINER_TMP, OLLAMA_HOME) + ECS_EXEC_PATHS),
                          tmpfs((CONTAINER_TMP, OLLAMA_HOME))),
             ),
+            # From the model-load budget (stacks/model_load.py): the check does not give up
+            # while the model loads within ModelLoadSeconds, and the gateway's dependsOn HEALTHY
+            # wait ends (StartTimeout of this, the dependency container) when the check would.
             HealthCheck=ecs.HealthCheck(
                 Command=["CMD-SHELL", Sub(OLLAMA_HEALTH_COMMAND)],
-                Interval=30, Timeout=10, Retries=5, StartPeriod=OLLAMA_START_PERIOD),
+                Interval=budget("OllamaCheckInterval"), Timeout=budget("OllamaCheckTimeout"),
+                Retries=budget("OllamaCheckRetries"),
+                StartPeriod=budget("OllamaCheckStartPeriod")),
+            StartTimeout=budget("OllamaStartTimeout"),
             LogConfiguration=log_configuration(ollama_logs, OLLAMA),
         )
         return t.add_resource(ecs.TaskDefinition(
@@ -432,116 +433,10 @@ class ServiceLayer(Layer):
                 Dimensions=self._metric_dimensions(applicationautoscaling.MetricDimension))})
 
     def _metric_dimensions(self, cls):
-        values = {"ClusterName": Ref(names.CLUSTER_NAME), "ServiceName": self._service_name()}
-        return [cls(Name=name, Value=values[name]) for name in METRIC_DIMENSIONS]
-
-    # -- alarms ----------------------------------------------------------------------------
-
-    def _alarms(self, service):
-        t = self.t
-        topic = t.add_resource(sns.Topic(
-            "AlarmTopic", KmsMasterKeyId=Ref(names.KMS_KEY_ARN),
-            DisplayName=Sub("${ProjectName}-${EnvironmentName} LLM API alarms")))
-        t.add_resource(sns.SubscriptionResource(
-            "AlarmEmailSubscription", Condition="HasAlarmEmail", Protocol="email",
-            Endpoint=Ref(ALARM_EMAIL), TopicArn=Ref(topic)))
-        rule = t.add_resource(events.Rule(
-            "PlacementFailureRule",
-            Description="Tasks of the gateway service that ECS cannot place (no GPU capacity)",
-            EventPattern={
-                "source": ["aws.ecs"],
-                "detail-type": ["ECS Service Action"],
-                "resources": [Sub("arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:"
-                                  "service/${ClusterName}/${Name}", Name=GetAtt(service, "Name"))],
-                "detail": {"eventName": ["SERVICE_TASK_PLACEMENT_FAILURE"]},
-            },
-            Targets=[events.Target(Id="alarm-topic", Arn=Ref(topic))],
-        ))
-        t.add_resource(sns.TopicPolicy(
-            "AlarmTopicPolicy", Topics=[Ref(topic)],
-            PolicyDocument=policies.alarm_topic_policy(Ref(topic), GetAtt(rule, "Arn"))))
-
-        alb = [cloudwatch.MetricDimension(Name="LoadBalancer",
-                                          Value=Ref(names.LOAD_BALANCER_FULL_NAME))]
-        target_group = alb + [cloudwatch.MetricDimension(
-            Name="TargetGroup", Value=Ref(names.TARGET_GROUP_FULL_NAME))]
-        service_dims = self._metric_dimensions(cloudwatch.MetricDimension)
-
-        def alarm(title, description, namespace, metric, dimensions, threshold, statistic="Sum",
-                  periods=5, period=60, datapoints=None, extended=None):
-            stat = {"ExtendedStatistic": extended} if extended else {"Statistic": statistic}
-            t.add_resource(cloudwatch.Alarm(
-                title,
-                AlarmDescription=description,
-                Namespace=namespace, MetricName=metric, Dimensions=dimensions,
-                Period=period, EvaluationPeriods=periods,
-                DatapointsToAlarm=datapoints or periods,
-                Threshold=threshold, ComparisonOperator="GreaterThanOrEqualToThreshold",
-                TreatMissingData="notBreaching",
-                AlarmActions=[Ref(topic)], OKActions=[Ref(topic)],
-                **stat,
-            ))
-
-        alarm("Target5xxAlarm", "Gateway answered 5xx (upstream failures: 502/503/504)",
-              "AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", target_group, 10,
-              periods=5, datapoints=3)
-        alarm("Elb5xxAlarm", "The load balancer answered 5xx itself (no healthy target, "
-              "connection errors, idle timeouts)", "AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count",
-              alb, 10, periods=5, datapoints=3)
-        alarm("UnhealthyHostsAlarm", "A gateway target fails /readyz outside a deploy",
-              "AWS/ApplicationELB", "UnHealthyHostCount", target_group, 1, statistic="Maximum",
-              periods=10, datapoints=8)
-        alarm("TimeToFirstTokenAlarm", "Time to first token p95 is above its threshold "
-              "(TargetResponseTime means different things for streams and non-streams)",
-              METRIC_NAMESPACE, TIME_TO_FIRST_TOKEN.name, service_dims, Ref(TTFT_THRESHOLD),
-              periods=3, period=300, extended="p95")
-        alarm("PendingTasksAlarm", "Tasks wait for GPU capacity (Container Insights "
-              "PendingTaskCount); see docs/operations.md, stuck in PROVISIONING",
-              "ECS/ContainerInsights", "PendingTaskCount", service_dims, 1,
-              statistic="Maximum", periods=15, datapoints=15)
-        return topic
-
-    def _dashboard(self):
-        self.t.add_resource(cloudwatch.Dashboard(
-            "Dashboard",
-            DashboardName=Sub("${ProjectName}-${EnvironmentName}-llm-api"),
-            DashboardBody=DashboardBody(),
-        ))
+        return metric_dimensions(cls)
 
 
-class DashboardBody(AWSHelperFn):
-    """The dashboard JSON as Fn::Sub over a deterministic json.dumps, variables left to Sub."""
-
-    def __init__(self) -> None:
-        region = "${AWS::Region}"
-        lb, tg = "${LoadBalancerFullName}", "${TargetGroupFullName}"
-        service = ["ClusterName", "${ClusterName}", "ServiceName", SERVICE_NAME]
-
-        def widget(title, metrics, x, y, stat="Sum"):
-            return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6,
-                    "properties": {"title": title, "region": region, "stat": stat,
-                                   "period": 60, "metrics": metrics}}
-
-        body = {"widgets": [
-            widget("Requests and 5xx", [
-                ["AWS/ApplicationELB", "RequestCount", "LoadBalancer", lb],
-                [".", "HTTPCode_Target_5XX_Count", "LoadBalancer", lb, "TargetGroup", tg],
-                [".", "HTTPCode_ELB_5XX_Count", "LoadBalancer", lb]], 0, 0),
-            widget("In-flight requests per task", [
-                [METRIC_NAMESPACE, IN_FLIGHT_REQUESTS.name, *service, {"stat": "Average"}],
-                ["...", {"stat": "Maximum"}]], 12, 0, stat="Average"),
-            widget("Time to first token (ms)", [
-                [METRIC_NAMESPACE, TIME_TO_FIRST_TOKEN.name, *service, {"stat": "p50"}],
-                ["...", {"stat": "p95"}]], 0, 6, stat="p95"),
-            widget("Output tokens per second", [
-                [{"expression": "m1/PERIOD(m1)", "label": "tokens/s", "id": "e1"}],
-                [METRIC_NAMESPACE, OUTPUT_TOKENS.name, *service, {"id": "m1", "visible": False}]],
-                12, 6),
-            widget("Healthy targets and pending tasks", [
-                ["AWS/ApplicationELB", "HealthyHostCount", "TargetGroup", tg, "LoadBalancer", lb],
-                [".", "UnHealthyHostCount", ".", ".", ".", "."],
-                ["ECS/ContainerInsights", "PendingTaskCount", *service],
-                [".", "RunningTaskCount", *service]], 0, 12, stat="Maximum"),
-        ]}
-        self.data = {"Fn::Sub": json.dumps(body, sort_keys=True)}
-
+def metric_dimensions(cls):
+    """The gateway metric's dimensions (app/contract.py) as the gateway sets them."""
+    values = {"ClusterName": Ref(names.CLUSTER_NAME), "ServiceName": Sub(SERVICE_NAME)}
+    return [cls(Name=name, Value=values[name]) for name in METRIC_DIMENSIONS]

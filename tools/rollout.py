@@ -9,7 +9,8 @@ percent below 100 means the deploy stops tasks before their replacements serve: 
     python -m tools.rollout            check every params/<env>.json
     python -m tools.rollout dev prod   check those environments
 
-Exits 1 and names the environment, the numbers and the fix when a deploy would deadlock.
+Exits 1 and names the environment, the numbers and the fix when a deploy would deadlock. It
+then runs the model-load budget check (tools/model_budget.py) over the same environments.
 """
 
 from __future__ import annotations
@@ -149,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             print(f"  {problem}", file=sys.stderr)
         failures += bool(problems)
+    # The sibling check of the same params files: does the grace period cover the model load?
+    from tools import model_budget  # here: model_budget reads this module's defaults
+
+    print()
+    failures += model_budget.main(envs)
     return 1 if failures else 0
 
 

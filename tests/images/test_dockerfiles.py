@@ -25,9 +25,11 @@ from tests.images.common import (
     key_values,
     parse_dockerfile,
     seconds,
+    service_template,
     task_containers,
     without_ecs_exec,
 )
+from tests.images.test_parity import task_number
 
 HADOLINT = BIN / "hadolint"
 SHELLCHECK = BIN / "shellcheck"
@@ -285,7 +287,10 @@ def test_ollama_entrypoint_loads_the_model_and_healthcheck_proves_it_is_loaded()
     shell = check.command[3]
     assert shell.startswith("ollama ps | grep -qF -- ") and "$OLLAMA_MODEL" in shell
     assert "curl" not in shell and "wget" not in shell
-    task = task_containers()["ollama"]["HealthCheck"]
+    # The task's check at the default ModelLoadSeconds (stacks/model_load.py).
+    template = service_template()
+    task = {k: task_number(template, v)
+            for k, v in task_containers()["ollama"]["HealthCheck"].items()}
     assert {k: seconds(v) if k != "retries" else int(v) for k, v in check.options.items()} == {
         "interval": task["Interval"], "timeout": task["Timeout"],
         "start-period": task["StartPeriod"], "retries": task["Retries"]}

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from app import contract
+from stacks.service import ECS_EXEC_PATHS
 from tests.images.common import (
     COMPOSE_CPU_FILE,
     COMPOSE_FILE,
@@ -32,6 +33,7 @@ from tests.images.common import (
     free_port,
     port_is_free,
 )
+from tests.stacks.ecs_agent import DUPLICATE_MOUNT_ERROR, EXEC_LOG_DIR
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(3600)]
 
@@ -138,6 +140,26 @@ def test_ollama_image_bakes_the_model_and_records_it(docker, ollama_image):
     assert owner == "10001", probe.stdout
     assert "registry.ollama.ai" in rest, "the model's manifest is baked"
     assert rest[-1] == "0", "no private key is baked into the image"
+
+
+def test_docker_refuses_a_tmpfs_where_the_ecs_agent_binds_the_exec_log_dir(docker, gateway_image,
+                                                                           tmp_path):
+    # What the ECS agent asks Docker for in an Exec-enabled task (tests/stacks/ecs_agent.py):
+    # a read-write bind of a host log dir at /var/log/amazon/ssm. The old task definition also
+    # put a tmpfs there; Docker refuses that at create time. The current tmpfs set is accepted.
+    host_log_dir = tmp_path / "exec-log"
+    host_log_dir.mkdir()
+    bind = ["--volume", f"{host_log_dir}:{EXEC_LOG_DIR}"]
+    tmpfs_now = [arg for path in ECS_EXEC_PATHS for arg in ("--tmpfs", path)]
+    name = f"llm-api-test-exec-{TAG}"
+    refused = run(docker, "create", "--read-only", "--tmpfs", EXEC_LOG_DIR, *bind, gateway_image,
+                  check=False)
+    assert refused.returncode != 0, "Docker accepted a tmpfs and a bind at one destination"
+    assert DUPLICATE_MOUNT_ERROR in refused.stderr, refused.stderr
+    try:
+        run(docker, "create", "--name", name, "--read-only", *tmpfs_now, *bind, gateway_image)
+    finally:
+        run(docker, "rm", "--force", name, check=False)
 
 
 def gpu_available(docker: str) -> bool:

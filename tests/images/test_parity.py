@@ -65,6 +65,16 @@ def task_values(container: dict[str, Any], parameters: dict[str, Any]) -> dict[s
     return values
 
 
+def task_number(task: dict[str, Any], value: Any) -> Any:
+    """A literal, or Fn::FindInMap keyed by a parameter's default (the model-load budget)."""
+    if isinstance(value, dict) and "Fn::FindInMap" in value:
+        mapping, key, field = value["Fn::FindInMap"]
+        if isinstance(key, dict):
+            key = str(task["Parameters"][key["Ref"]]["Default"])
+        return task["Mappings"][mapping][key][field]
+    return value
+
+
 def render_task_health(command: list[Any], model: str) -> list[str]:
     rendered = []
     for part in command:
@@ -129,7 +139,8 @@ def mismatches(task: dict[str, Any], compose: dict[str, Any]) -> list[str]:
                             f"{task_check['Command']} vs {compose_check['test']}")
         for ecs_key, compose_key in (("Interval", "interval"), ("Timeout", "timeout"),
                                      ("StartPeriod", "start_period"), ("Retries", "retries")):
-            if seconds(compose_check.get(compose_key, -1)) != task_check.get(ecs_key):
+            if seconds(compose_check.get(compose_key, -1)) != task_number(
+                    task, task_check.get(ecs_key)):
                 problems.append(f"{name}: health check {compose_key} differs")
 
         # Process: user, root filesystem, init, tmpfs, stop timeout.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -169,7 +170,8 @@ def _parameter_file(tmp_path: Path, name: str, extra: dict) -> Path:
         ("create-dns-validated", {"DomainName": "api.example.com", "HostedZoneId": "Z0123456789ABC",
                                   "CreateDnsRecord": "true"}),
         ("existing-arn", {"CertificateArn": "arn:aws:acm:us-east-1:111122223333:certificate/"
-                                            "0b1c2d3e-0000-0000-0000-000000000000"}),
+                                            "0b1c2d3e-0000-0000-0000-000000000000",
+                          "DomainName": "api.example.com"}),
     ],
 )
 def test_both_certificate_modes_lint_clean(tmp_path, mode, extra):
@@ -181,14 +183,22 @@ def test_both_certificate_modes_lint_clean(tmp_path, mode, extra):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_rules_refuse_a_missing_domain_or_zone_before_anything_is_created():
-    rules = lb()["Rules"]
-    certificate = rules["CertificateNeedsDomainAndZone"]
+def test_rules_refuse_a_missing_zone_and_root_carries_them():
+    # Evaluated against params files and bad combinations in tests/stacks/test_root.py.
+    assert "Rules" not in lb()
+    rules = generated()["root.json"]["Rules"]
+    certificate = rules["CertificateNeedsZone"]
     assert certificate["RuleCondition"] == {"Fn::Equals": [{"Ref": "CertificateArn"}, ""]}
     asserted = [a["Assert"]["Fn::Not"][0]["Fn::Equals"][0]["Ref"] for a in certificate["Assertions"]]
-    assert asserted == ["DomainName", "HostedZoneId"]
-    dns = rules["DnsRecordNeedsDomainAndZone"]
+    assert asserted == ["HostedZoneId"]
+    dns = rules["DnsRecordNeedsZone"]
     assert dns["RuleCondition"] == {"Fn::Equals": [{"Ref": "CreateDnsRecord"}, "true"]}
+
+
+def test_domain_name_is_required():
+    domain = lb()["Parameters"]["DomainName"]
+    assert "Default" not in domain
+    assert not re.fullmatch(domain["AllowedPattern"], "")
 
 
 def test_certificate_is_dns_validated_in_the_zone():
@@ -199,11 +209,9 @@ def test_certificate_is_dns_validated_in_the_zone():
         {"DomainName": {"Ref": "DomainName"}, "HostedZoneId": {"Ref": "HostedZoneId"}}]
 
 
-def test_service_url_uses_the_domain_when_set():
-    url = lb()["Outputs"]["ServiceUrl"]["Value"]
-    assert url["Fn::If"][0] == "HasDomain"
-    assert url["Fn::If"][1] == {"Fn::Sub": "https://${DomainName}"}
-    assert url["Fn::If"][2]["Fn::Sub"][0] == "https://${DNS}"
+def test_service_url_is_the_domain_the_certificate_covers():
+    # Never the ALB's own DNS name: no certificate matches it, so TLS verification would fail.
+    assert lb()["Outputs"]["ServiceUrl"]["Value"] == {"Fn::Sub": "https://${DomainName}"}
 
 
 def test_full_name_outputs_form_the_request_count_label():

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
+
 import pytest
 
 from stacks.endpoints import INTERFACE_SERVICES
-from tests.cfn import generated, props, resources
+from tests.cfn import REPO, generated, props, resources
+from tools import params
 
 
 @pytest.fixture(params=[2, 3], ids=["2az", "3az"])
@@ -37,6 +41,36 @@ def test_subnet_cidrs_are_distinct_slices_of_the_vpc(network):
     for subnet in resources(template, "AWS::EC2::Subnet").values():
         cidr = props(subnet)["CidrBlock"]["Fn::Select"][1]["Fn::Cidr"]
         assert cidr[0] == {"Fn::GetAtt": ["Vpc", "CidrBlock"]} and cidr[1] == 2 * n
+
+
+def fn_cidr(block: str, count: int, host_bits: int) -> list[str]:
+    """What Fn::Cidr returns: the first `count` subnets with `host_bits` host bits each
+    (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/intrinsic-function-reference-cidr.html:
+    cidrBits is the number of subnet bits, i.e. host bits: 8 -> /24, whatever the VPC's prefix)."""
+    network = ipaddress.ip_network(block)
+    subnets = network.subnets(new_prefix=32 - host_bits)
+    return [str(next(subnets)) for _ in range(count)]
+
+
+VPC_CIDRS = sorted({params.load_env(env)["VpcCidr"] for env in params.environments()}
+                   | {"10.0.0.0/16", "10.0.0.0/18"})  # the parameter allows /16 to /18
+
+
+@pytest.mark.parametrize("vpc_cidr", VPC_CIDRS)
+def test_subnet_prefix_follows_from_the_fn_cidr_arguments(network, vpc_cidr):
+    n, template = network
+    subnets = resources(template, "AWS::EC2::Subnet")
+    _, count, host_bits = props(next(iter(subnets.values())))["CidrBlock"]["Fn::Select"][1]["Fn::Cidr"]
+    blocks = fn_cidr(vpc_cidr, count, int(host_bits))
+    prefixes = {ipaddress.ip_network(b).prefixlen for b in blocks}
+    assert prefixes == {24}, f"Fn::Cidr with {host_bits} host bits in {vpc_cidr}: {prefixes}"
+    assert all(ipaddress.ip_network(b).subnet_of(ipaddress.ip_network(vpc_cidr)) for b in blocks)
+    # What the README and the layer's comment say must be what Fn::Cidr makes.
+    row = next(line for line in (REPO / "README.md").read_text().splitlines()
+               if line.startswith("| `VpcCidr` |"))
+    assert re.search(rf"/{prefixes.pop()} subnets", row), row
+    source = (REPO / "stacks" / "network.py").read_text()
+    assert not re.search(r"/2[5-8] in a /1[6-8]", source), "network.py still claims another prefix"
 
 
 def test_private_routes_use_nat_one_or_their_own_in_per_az_mode(network):

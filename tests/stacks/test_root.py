@@ -10,6 +10,7 @@ from stacks.base import Layer
 from stacks.root import RootBuilder, WiringError
 from stacks.settings import GenerationSettings
 from tests.cfn import REPO, generated, props, resources, walk
+from tests.stacks import rules_eval
 from tools import params
 
 
@@ -141,3 +142,91 @@ def test_output_of_a_conditional_layer_cannot_feed_another():
 def test_duplicate_output_names_fail():
     with pytest.raises(WiringError, match="produced by both A and B"):
         _wire(_Fake("A", outputs=["Y"]), _Fake("B", outputs=["Y"]))
+
+
+# -- Rules: all in root, evaluated offline ------------------------------------------------
+
+NESTED_FILES = sorted(set(generated()) - {"root.json", "registry.json"})
+DEPLOY_TIME_VALUES = {"ImageTag": "0123abc"}  # supplied by the deploy step, never in params
+
+
+@pytest.mark.parametrize("file_name", NESTED_FILES)
+def test_no_nested_template_has_rules(file_name):
+    # A nested template's Rules run only when its stack is created, after the earlier layers
+    # exist; in root they run before anything is created (stacks/base.py, Layer.rules).
+    assert "Rules" not in generated()[file_name], f"{file_name}: move its Rules to rules()"
+
+
+def test_root_carries_the_certificate_rules():
+    assert set(generated()["root.json"]["Rules"]) >= {"CertificateNeedsZone", "DnsRecordNeedsZone"}
+
+
+@pytest.mark.parametrize("env", params.environments())
+def test_every_params_file_passes_root_constraints_and_rules(env):
+    values = params.load_env(env) | DEPLOY_TIME_VALUES
+    assert rules_eval.refusals(generated()["root.json"], values) == []
+
+
+BAD_COMBINATIONS = [
+    ("created certificate without a zone", {"CertificateArn": "", "HostedZoneId": ""},
+     "CertificateNeedsZone"),
+    ("DNS record without a zone", {"CertificateArn": "arn:aws:acm:us-east-1:111122223333:"
+                                   "certificate/0b1c2d3e-0000-0000-0000-000000000000",
+                                   "CreateDnsRecord": "true", "HostedZoneId": ""},
+     "DnsRecordNeedsZone"),
+    ("empty domain name", {"DomainName": ""}, "DomainName=''"),
+    ("no domain name at all", {"DomainName": None}, "DomainName: no value and no default"),
+    ("upper-case domain name", {"DomainName": "API.example.com"}, "DomainName='API.example.com'"),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "refusal"), BAD_COMBINATIONS,
+                         ids=[c[0] for c in BAD_COMBINATIONS])
+def test_bad_combinations_are_refused_before_anything_is_created(case, change, refusal):
+    values = params.load_env("dev") | DEPLOY_TIME_VALUES
+    values.update({k: v for k, v in change.items() if v is not None})
+    for key in [k for k, v in change.items() if v is None]:
+        values.pop(key)
+    found = rules_eval.refusals(generated()["root.json"], values)
+    assert any(refusal in line for line in found), found
+
+
+def test_existing_certificate_without_a_zone_or_record_is_accepted():
+    values = params.load_env("dev") | DEPLOY_TIME_VALUES | {
+        "CertificateArn": "arn:aws:acm:us-east-1:111122223333:certificate/"
+                          "0b1c2d3e-0000-0000-0000-000000000000",
+        "HostedZoneId": "", "CreateDnsRecord": "false"}
+    assert rules_eval.refusals(generated()["root.json"], values) == []
+
+
+def test_the_evaluator_refuses_a_function_it_does_not_know():
+    with pytest.raises(rules_eval.UnsupportedFunction):
+        rules_eval.evaluate({"Fn::EachMemberIn": [[], []]}, {})
+
+
+class _RuleLayer(_Fake):
+    def __init__(self, logical_id, parameters, rule_refs, in_template=False):
+        super().__init__(logical_id, parameters=parameters, outputs=["Out" + logical_id])
+        self._rule = {"Assertions": [{"Assert": {"Fn::Not": [{"Fn::Equals": [
+            {"Ref": name}, ""]}]}} for name in rule_refs]}
+        if in_template:
+            self.template.add_rule("InTemplate", self._rule)
+
+    def rules(self):
+        return {"Rule" + self.logical_id: self._rule}
+
+
+def test_layer_rules_land_in_root():
+    root_ = _wire(_RuleLayer("A", ["X"], ["X"])).to_dict()
+    assert set(root_["Rules"]) == {"RuleA"}
+
+
+def test_a_rule_over_a_parameter_root_does_not_declare_fails():
+    # OutA feeds B from A's output: root has no such parameter for the rule to read.
+    with pytest.raises(WiringError, match=r"rule 'RuleB' of B refers to \['OutA'\]"):
+        _wire(_RuleLayer("A", ["X"], ["X"]), _RuleLayer("B", ["OutA"], ["OutA"]))
+
+
+def test_rules_inside_a_layer_template_fail_generation():
+    with pytest.raises(WiringError, match="A adds Rules to its own template"):
+        _wire(_RuleLayer("A", ["X"], ["X"], in_template=True))

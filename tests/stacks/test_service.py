@@ -1,4 +1,4 @@
-"""Service layer: the sidecar task, the execution role, the service, scaling and alarms."""
+"""Service layer: the sidecar task, the execution role, the service and its scaling."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from app.contract import (
     Source,
 )
 from stacks import names
-from tests.cfn import generated, props, resources
+from tests.cfn import generated, props, resources, walk
+from tests.stacks import ecs_agent
 
 SECRET_LOOKING = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
 
@@ -69,7 +70,8 @@ def test_ollama_health_check_proves_the_model_is_loaded_without_curl():
     command = check["Command"][1]["Fn::Sub"]
     assert command.startswith("ollama ps") and "${ModelName}" in command
     assert "curl" not in command and "wget" not in command
-    assert check["StartPeriod"] == 300
+    assert check["StartPeriod"] == {"Fn::FindInMap": ["ModelLoadBudget", {"Ref": "ModelLoadSeconds"},
+                                                      "OllamaCheckStartPeriod"]}
 
 
 def test_gateway_waits_for_a_healthy_ollama_and_exposes_only_its_port():
@@ -94,6 +96,36 @@ def test_gateway_is_read_only_non_root_with_init_and_the_budget_stop_timeout():
     assert tmpfs[0] == "ExecOn"
     assert {m["ContainerPath"] for m in tmpfs[2]} == {"/tmp"}
     assert {m["ContainerPath"] for m in tmpfs[1]} >= {"/tmp", "/var/lib/amazon/ssm"}
+
+
+def container_paths(container: dict) -> set[str]:
+    """Every ContainerPath a container mounts (tmpfs and mount points, both sides of Fn::If)."""
+    return {value for path, value in walk(container)
+            if path and path[-1] in ("ContainerPath",) and isinstance(value, str)}
+
+
+@pytest.mark.parametrize("container", ["gateway", "ollama"])
+def test_no_mount_or_tmpfs_where_the_ecs_agent_binds_for_exec(container):
+    # The agent bind-mounts its exec log dir and binaries into Exec-enabled containers; Docker
+    # refuses a tmpfs at a bind's destination (tests/stacks/ecs_agent.py has the sources).
+    paths = container_paths(containers()[container])
+    assert "/tmp" in paths, "the walk found the tmpfs mounts"
+    colliding = sorted(p for p in paths if ecs_agent.collides_with_exec_binds(p))
+    assert not colliding, (
+        f"{container}: {colliding} is bind-mounted by the ECS agent when ECS Exec is on "
+        f"(amazon-ecs-agent@{ecs_agent.ECS_AGENT_COMMIT[:8]} execcmd/manager_init_task_linux.go); "
+        f"Docker refuses it: {ecs_agent.DUPLICATE_MOUNT_ERROR}")
+
+
+@pytest.mark.parametrize("container", ["gateway", "ollama"])
+def test_ssm_agent_state_dir_is_writable_only_when_exec_is_on(container):
+    # amazon-ssm-agent@1c217c89 agent/appconfig/constants_unix.go: AgentData
+    # /var/lib/amazon/ssm/ holds the session files (SessionFilesPath) the exec session writes.
+    on, off = containers()[container]["LinuxParameters"]["Tmpfs"]["Fn::If"][1:]
+    assert "/var/lib/amazon/ssm" in {m["ContainerPath"] for m in on}
+    assert "/var/lib/amazon/ssm" not in {m["ContainerPath"] for m in off}
+    assert "/managed-agents" not in {m["ContainerPath"] for m in on}, (
+        "/managed-agents is the ECS agent's own path, never a task container's")
 
 
 def test_ollama_is_read_only_and_non_root_too():
@@ -148,10 +180,6 @@ def test_log_groups_are_encrypted_retained_and_sized_by_parameter():
 def test_task_definition_is_valid_json_with_no_unresolved_python_objects():
     text = json.dumps(service_template())
     assert "object at 0x" not in text
-    body = props(service_template()["Resources"]["Dashboard"])["DashboardBody"]["Fn::Sub"]
-    widgets = json.loads(body)["widgets"]
-    assert len(widgets) >= 5
-    assert IN_FLIGHT_REQUESTS.name in body and "OutputTokens" in body
 
 
 # -- IAM ---------------------------------------------------------------------------------
@@ -294,40 +322,6 @@ def test_scheduled_scaling_is_optional():
     assert target["MaxCapacity"] == {"Ref": "ServiceMaxTasks"}
 
 
-# -- alarms ------------------------------------------------------------------------------
-
-
-def test_alarms_cover_5xx_health_latency_and_capacity_and_notify_the_topic():
-    alarms = {props(a)["MetricName"]: props(a)
-              for a in resources(service_template(), "AWS::CloudWatch::Alarm").values()}
-    assert set(alarms) == {"HTTPCode_Target_5XX_Count", "HTTPCode_ELB_5XX_Count",
-                           "UnHealthyHostCount", "TimeToFirstToken", "PendingTaskCount"}
-    assert alarms["TimeToFirstToken"]["ExtendedStatistic"] == "p95"
-    for alarm in alarms.values():
-        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
-
-
-def test_placement_failures_reach_the_topic_through_a_rule_it_allows():
-    rule = props(service_template()["Resources"]["PlacementFailureRule"])
-    assert rule["EventPattern"]["detail"]["eventName"] == ["SERVICE_TASK_PLACEMENT_FAILURE"]
-    assert rule["Targets"][0]["Arn"] == {"Ref": "AlarmTopic"}
-    policy = props(service_template()["Resources"]["AlarmTopicPolicy"])["PolicyDocument"]
-    principals = {s["Principal"]["Service"] for s in policy["Statement"]}
-    assert principals == {"events.amazonaws.com", "cloudwatch.amazonaws.com"}
-
-
-def test_alarm_topic_is_encrypted_with_a_key_its_publishers_may_use():
-    topic = props(service_template()["Resources"]["AlarmTopic"])
-    assert topic["KmsMasterKeyId"] == {"Ref": "KmsKeyArn"}
-    key_policy = props(generated()["config.json"]["Resources"]["KmsKey"])["KeyPolicy"]
-    by_sid = {s["Sid"]: s for s in key_policy["Statement"]}
-    alarms, rule = by_sid["AlarmsPublishForThisAccount"], by_sid["EventBridgePublishes"]
-    assert alarms["Principal"]["Service"] == "cloudwatch.amazonaws.com"
-    assert alarms["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
-    # SNS: no aws:Source* condition in the key policy for EventBridge to an encrypted topic.
-    assert rule["Principal"]["Service"] == "events.amazonaws.com" and "Condition" not in rule
-
-
 def test_image_uris_are_built_by_root_from_prefix_and_tag():
     root = generated()["root.json"]
     parameters = root["Resources"]["Service"]["Properties"]["Parameters"]
@@ -338,3 +332,68 @@ def test_image_uris_are_built_by_root_from_prefix_and_tag():
     assert "Default" not in root["Parameters"]["ImageTag"]
     assert root["Parameters"]["RepositoryPrefix"] == generated()["registry.json"]["Parameters"][
         "RepositoryPrefix"] | {"Description": root["Parameters"]["RepositoryPrefix"]["Description"]}
+
+
+# -- the model-load budget (stacks/model_load.py) -----------------------------------------
+
+
+def resolve(value, template: dict, parameters: dict[str, str]):
+    """A container number as deployed: a literal, or Fn::FindInMap keyed by a parameter."""
+    if isinstance(value, dict) and "Fn::FindInMap" in value:
+        mapping, key, field = value["Fn::FindInMap"]
+        if isinstance(key, dict):
+            name = key["Ref"]
+            key = parameters.get(name, str(template["Parameters"][name].get("Default")))
+        return template["Mappings"][mapping][key][field]
+    return value
+
+
+def env_parameters() -> list[tuple[str, dict[str, str]]]:
+    from tools import params
+    return [(env, params.load_env(env)) for env in params.environments()]
+
+
+@pytest.mark.parametrize(("env", "values"), env_parameters(), ids=lambda v: v if isinstance(v, str) else "")
+def test_ollama_check_waits_out_the_load_budget_and_bounds_the_gateways_wait(env, values):
+    template = service_template()
+    ollama = containers()["ollama"]
+    number = lambda v: int(resolve(v, template, values))  # noqa: E731
+    check = ollama["HealthCheck"]
+    start, interval, retries, timeout = (number(check[k]) for k in
+                                         ("StartPeriod", "Interval", "Retries", "Timeout"))
+    load = int(values.get("ModelLoadSeconds", template["Parameters"].get(
+        "ModelLoadSeconds", {}).get("Default", 0)))
+    # ECS bounds (API_HealthCheck): start period 0-300, interval 5-300, retries 1-10.
+    assert 0 <= start <= 300 and 5 <= interval <= 300 and 1 <= retries <= 10 and 2 <= timeout <= 60
+    gives_up = start + interval * retries
+    assert gives_up >= load + interval, (
+        f"{env}: Ollama turns UNHEALTHY after {gives_up} s, the model may load for {load} s")
+    # The agent ends a dependsOn HEALTHY wait only by the dependency's own startTimeout
+    # (aws/amazon-ecs-agent@8dfceca6 agent/engine/dependencygraph/graph.go,
+    # hasDependencyTimedOut); without one the gateway could wait forever.
+    dependencies = {d["ContainerName"] for d in containers()["gateway"]["DependsOn"]}
+    assert dependencies == {"ollama"}
+    assert "StartTimeout" in ollama, "no StartTimeout on the dependency: the wait never ends"
+    assert number(ollama["StartTimeout"]) >= gives_up, "the wait ends before the check's verdict"
+
+
+def test_every_load_tier_is_mapped_from_the_one_rule():
+    from stacks import model_load
+    template = service_template()
+    tiers = template["Parameters"]["ModelLoadSeconds"]["AllowedValues"]
+    assert sorted(template["Mappings"]["ModelLoadBudget"], key=int) == [str(t) for t in tiers]
+    for tier in tiers:
+        row = template["Mappings"]["ModelLoadBudget"][str(tier)]
+        check = model_load.container_check(int(tier))
+        assert row["OllamaCheckInterval"] == check.interval
+        assert row["OllamaCheckStartPeriod"] + row["OllamaCheckInterval"] * row[
+            "OllamaCheckRetries"] >= int(tier) + row["OllamaCheckInterval"]
+
+
+def test_no_alarm_topic_or_dashboard_here_only_scaling():
+    # Monitoring is its own layer (tests/stacks/test_monitoring.py); target tracking keeps its
+    # own alarms beside its policies.
+    kinds = {r["Type"] for r in resources(service_template()).values()}
+    assert not kinds & {"AWS::SNS::Topic", "AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard",
+                        "AWS::Events::Rule"}
+    assert "AWS::ApplicationAutoScaling::ScalingPolicy" in kinds
