@@ -29,7 +29,8 @@ pytestmark = pytest.mark.slow
 TAG = "rehearsal-preflight"
 GVT = ("ec2", "L-DB2E81BA", "Running On-Demand G and VT instances")
 EIP = ("ec2", "L-0263D0A3", "EC2-VPC Elastic IPs")
-CHECK_TITLES = ("GPU vCPU quota", "VPCs per region", "Elastic IPs for the NAT gateways",
+CHECK_TITLES = ("rollout room", "model-load budget", "GPU vCPU quota", "VPCs per region",
+                "Elastic IPs for the NAT gateways",
                 "instance type offered in every AZ", "certificate", "hosted zone",
                 "GPU AMI parameter resolves", "images in ECR", "artifact bucket")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tools.preflight import artifacts, capacity, domain
+from tools.preflight import artifacts, capacity, domain, plan
 from tools.preflight.core import (
     Aws,
     CheckUnavailable,
@@ -17,9 +17,10 @@ from tools.preflight.core import (
     unknown,
 )
 
-# (title, check) in the order they print: capacity first (the slowest fix: a quota request).
+# (title, check) in the order they print: the deploy's own numbers (no AWS call), then
+# capacity (the slowest fix: a quota request), the domain, the artifacts.
 CHECKS: tuple[tuple[str, Callable[[Context, str], Result]], ...] = (
-    *capacity.CHECKS, *domain.CHECKS, *artifacts.CHECKS)
+    *plan.CHECKS, *capacity.CHECKS, *domain.CHECKS, *artifacts.CHECKS)
 
 
 def run_check(ctx: Context, title: str, check: Callable[[Context, str], Result]) -> Result:
