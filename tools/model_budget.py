@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from stacks import model_load
 from stacks.load_balancer import HEALTH_INTERVAL, HEALTHY_THRESHOLD
 from stacks.service import GRACE_PERIOD
-from tools import params, rollout
+from tools import params
 from tools.params import REPO
 
 SERVICE_TEMPLATE = REPO / "templates" / "service.json"
@@ -84,7 +84,7 @@ class Budget:
 
 
 def budget(env: str, values: dict[str, str] | None = None) -> Budget:
-    merged = {**rollout._defaults(), **(values if values is not None else params.load_env(env))}
+    merged = params.with_defaults(env, values)
 
     def number(key: str) -> int:
         try:

@@ -13,6 +13,7 @@ keys that are not template parameters, and a change set refuses them.
 
 from __future__ import annotations
 
+import functools
 import json
 import tomllib
 from dataclasses import dataclass, fields
@@ -91,6 +92,27 @@ def environment(env: str, params_dir: Path | None = None) -> Environment:
         if not isinstance(value, bool):
             raise ParamsError(f"{path}: {key} must be true or false, not {value!r}")
     return Environment(env, **data)
+
+
+@functools.cache
+def _defaults() -> dict[str, str]:
+    """Defaults of the root template's parameters, then the service's documented defaults.
+
+    Read once per process (every environment is checked against the same root.json).
+    """
+    from stacks.gpu import SERVICE_DEFAULTS
+
+    root = json.loads((REPO / "templates" / "root.json").read_text())
+    values = {key: str(value) for key, value in SERVICE_DEFAULTS.items()}
+    for key, spec in root.get("Parameters", {}).items():
+        if "Default" in spec:
+            values[key] = str(spec["Default"])
+    return values
+
+
+def with_defaults(env: str, values: dict[str, str] | None = None) -> dict[str, str]:
+    """The values an environment deploys with (default: its params file) over the defaults."""
+    return {**_defaults(), **(values if values is not None else load_env(env))}
 
 
 def render(values: dict[str, str]) -> str:

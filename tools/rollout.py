@@ -16,18 +16,13 @@ then runs the model-load budget check (tools/model_budget.py) over the same envi
 from __future__ import annotations
 
 import argparse
-import functools
-import json
 import math
 import sys
 from dataclasses import dataclass
 
 from stacks import names
-from stacks.gpu import GPUS_PER_INSTANCE, SERVICE_DEFAULTS
-from tools import params
-from tools.params import REPO
-
-ROOT_TEMPLATE = REPO / "templates" / "root.json"
+from stacks.gpu import GPUS_PER_INSTANCE
+from tools import model_budget, params
 
 
 @dataclass(frozen=True)
@@ -88,22 +83,8 @@ class Sizing:
         return found
 
 
-@functools.cache
-def _defaults() -> dict[str, str]:
-    """Defaults of the root template's parameters, then the service's documented defaults.
-
-    Read once per process (every environment is checked against the same root.json).
-    """
-    root = json.loads(ROOT_TEMPLATE.read_text())
-    values = {key: str(value) for key, value in SERVICE_DEFAULTS.items()}
-    for key, spec in root.get("Parameters", {}).items():
-        if "Default" in spec:
-            values[key] = str(spec["Default"])
-    return values
-
-
 def sizing(env: str, values: dict[str, str] | None = None) -> Sizing:
-    merged = {**_defaults(), **(values if values is not None else params.load_env(env))}
+    merged = params.with_defaults(env, values)
 
     def number(key: str) -> int:
         try:
@@ -151,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         failures += bool(problems)
     # The sibling check of the same params files: does the grace period cover the model load?
-    from tools import model_budget  # here: model_budget reads this module's defaults
 
     print()
     failures += model_budget.main(envs)
