@@ -87,13 +87,7 @@ def budget(env: str, values: dict[str, str] | None = None) -> Budget:
     merged = params.with_defaults(env, values)
 
     def number(key: str) -> int:
-        try:
-            return int(merged[key])
-        except KeyError:
-            raise params.ParamsError(f"params/{env}.json: {key} is not set and has no default") from None
-        except ValueError:
-            raise params.ParamsError(
-                f"params/{env}.json: {key}={merged[key]!r} is not a whole number") from None
+        return params.whole_number(env, merged, key)
 
     load = number(model_load.MODEL_LOAD_SECONDS)
     if str(load) not in _mapped_checks():

@@ -115,6 +115,16 @@ def with_defaults(env: str, values: dict[str, str] | None = None) -> dict[str, s
     return {**_defaults(), **(values if values is not None else load_env(env))}
 
 
+def whole_number(env: str, values: dict[str, str], key: str) -> int:
+    """values[key] as an int; a missing or non-numeric value names the params file and key."""
+    try:
+        return int(values[key])
+    except KeyError:
+        raise ParamsError(f"params/{env}.json: {key} is not set and has no default") from None
+    except ValueError:
+        raise ParamsError(f"params/{env}.json: {key}={values[key]!r} is not a whole number") from None
+
+
 def render(values: dict[str, str]) -> str:
     """The params-file text for values (same form as the committed files)."""
     lines = ",\n".join(f"  {json.dumps(f'{key}={value}')}" for key, value in values.items())

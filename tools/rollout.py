@@ -87,13 +87,7 @@ def sizing(env: str, values: dict[str, str] | None = None) -> Sizing:
     merged = params.with_defaults(env, values)
 
     def number(key: str) -> int:
-        try:
-            return int(merged[key])
-        except KeyError:
-            raise params.ParamsError(f"params/{env}.json: {key} is not set and has no default") from None
-        except ValueError:
-            raise params.ParamsError(
-                f"params/{env}.json: {key}={merged[key]!r} is not a whole number") from None
+        return params.whole_number(env, merged, key)
 
     instance_type = merged.get(names.INSTANCE_TYPE, "")
     if instance_type not in GPUS_PER_INSTANCE:
