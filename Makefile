@@ -17,6 +17,8 @@ help:
 	@echo "make lint-containers   hadolint, shellcheck, compose schema + docker-compose config"
 	@echo "make security   checkov, Control Tower guard rules and own rules (part of make test)"
 	@echo "make rehearse   bootstrap + deploy against moto on 127.0.0.1, no AWS (part of make test)"
+	@echo "make cost ENV=<env>   monthly estimate, floor and ceiling by component (README, Cost)"
+	@echo "make cost-prices REGION=<region>   refresh prices/<region>.json from AWS (credentials)"
 	@echo "make bench      benchmarks: generation time, gateway overhead (a few minutes; README, Benchmarks)"
 	@echo "make bootstrap|images|preview|deploy|teardown ENV=<env>   the deploy path (README, Deploy)"
 
@@ -90,3 +92,12 @@ lint-containers: $(STAMP)
 	$(VENV)/bin/shellcheck --shell=sh ollama/entrypoint.sh ollama/pull-model.sh
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	docker-compose --env-file .env.example config --quiet
+
+# Cost (README, "Cost"): the monthly estimate per environment; prices from prices/<region>.json.
+.PHONY: cost cost-prices
+cost: $(STAMP)
+	$(require-env)$(PY) -m tools.cost $(ENV)$(foreach a,$(ASSUME), --assume $(a))
+
+# Needs AWS credentials: Price List Query API (pricing:GetProducts) and DescribeSpotPriceHistory.
+cost-prices: $(STAMP)
+	$(PY) -m tools.cost.refresh $(or $(REGION),us-east-1)$(if $(INSTANCE_TYPES), --instance-types $(INSTANCE_TYPES))

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Write the CloudFormation templates: one per layer, the root that nests them, the registry.
 
-    python generate.py             write templates/*.json
-    python generate.py --check     write nothing; exit 1 naming every stale template
-    python generate.py --out DIR   write to DIR instead of templates/
+    python generate.py             write templates/*.json and the generated doc sections
+    python generate.py --check     write nothing; exit 1 naming every stale template or section
+    python generate.py --out DIR   write the templates to DIR instead of templates/ (no docs)
 
-No AWS call is made. Output is byte-identical on every run (sorted keys, fixed indent).
+No AWS call is made. Output is byte-identical on every run (sorted keys, fixed indent). The
+generated tables of the README and docs/ (tools/docs.py) are written after the templates, from
+them: only the tables whose inputs changed are produced again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from stacks import build_all  # noqa: E402
 from stacks.base import to_json  # noqa: E402
 from stacks.root import WiringError  # noqa: E402
 from stacks.settings import GenerationSettings, SettingsError  # noqa: E402
+from tools import docs  # noqa: E402
 from tools.files import write_atomically  # noqa: E402
 
 DEFAULT_OUT = REPO / "templates"
@@ -76,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generate.py: error: {error}", file=sys.stderr)
         return 2
 
+    with_docs = args.out.resolve() == DEFAULT_OUT  # the docs describe the committed templates
     if args.check:
         differing = stale(rendered, args.out)
         for name in differing:
@@ -84,11 +88,30 @@ def main(argv: list[str] | None = None) -> int:
             print("generate.py: templates are out of date; run `make generate` and commit them",
                   file=sys.stderr)
             return 1
-        print(f"{len(rendered)} templates up to date in {args.out}")
+        try:
+            sections = docs.update(check=True) if with_docs else []
+        except docs.DocsError as error:
+            print(f"generate.py: error: {error}", file=sys.stderr)
+            return 2
+        for section in sections:
+            print(f"stale: generated section {section}", file=sys.stderr)
+        if sections:
+            print("generate.py: generated doc sections are out of date; run `make generate` and "
+                  "commit them", file=sys.stderr)
+            return 1
+        print(f"{len(rendered)} templates up to date in {args.out}"
+              + (f"; {len(docs.SECTIONS)} generated doc sections current" if with_docs else ""))
         return 0
 
     changed = write(rendered, args.out)
     print(f"wrote {len(rendered)} templates to {args.out} ({len(changed)} changed)")
+    if with_docs:
+        try:
+            sections = docs.update()
+        except docs.DocsError as error:
+            print(f"generate.py: error: {error}", file=sys.stderr)
+            return 2
+        print(f"{len(docs.SECTIONS)} generated doc sections ({len(sections)} changed)")
     return 0
 
 

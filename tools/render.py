@@ -16,11 +16,13 @@ Rendering uses cloud-radar 0.17.0 (a maintained renderer), with the workarounds 
 
 What a deployed stack would know and a renderer cannot (physical IDs, ARNs, generated names) is a
 placeholder in the form AWS uses: `Ref` and `Fn::GetAtt` of a resource resolve to a realistic ID or
-ARN for its type (see PLACEHOLDERS), derived deterministically from the stack and logical ID, so
-an ARN in a policy matches the resource it names. Nested stacks are rendered in dependency order:
-each child gets the parameters root passes it, and `Fn::GetAtt <Child>.Outputs.<Name>` in root
-resolves to that child's rendered Output. Parameters known only at deploy time (ImageTag) get a
-placeholder from DEPLOY_TIME_PLACEHOLDERS. Everything that used a fallback is listed in `notes`.
+ARN for its type (tools/cfn_types.py PLACEHOLDERS), derived deterministically from the stack and
+logical ID, so an ARN in a policy matches the resource it names; a GetAtt of a property the
+template sets (the schema says which) is that property's value. Nested stacks are rendered in
+dependency order: each child gets the parameters root passes it, and `Fn::GetAtt
+<Child>.Outputs.<Name>` in root resolves to that child's rendered Output. Parameters known only at
+deploy time (ImageTag) get a placeholder from DEPLOY_TIME_PLACEHOLDERS. Everything that used a
+fallback is listed in `notes`.
 """
 
 from __future__ import annotations
@@ -28,20 +30,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import hashlib
 import io
 import json
 import re
 import sys
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloud_radar.cf.unit import Template
 from cloud_radar.cf.unit import functions as cr_functions
 
+from tools import cfn_types
 from tools import params as params_files
+from tools.cfn_types import ACCOUNT_ID, PARTITION, URL_SUFFIX, Context
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = REPO / "templates"
@@ -49,9 +50,6 @@ ROOT_FILE = "root.json"
 # Deployed on its own (before root) with the root's parameter values that it declares.
 STANDALONE_FILES = ("registry.json",)
 
-ACCOUNT_ID = "123456789012"
-PARTITION = "aws"
-URL_SUFFIX = "amazonaws.com"
 DEFAULT_REGION = "us-east-1"
 
 # Values that no params file holds, because the deploy step supplies them (DESIGN: the image tag
@@ -73,291 +71,6 @@ class RenderError(ValueError):
     """A template cannot be rendered for an environment; the message names template and cause."""
 
 
-# --- placeholders for what only a deployment knows ----------------------------------------------
-
-
-@dataclass
-class _Context:
-    stack_name: str
-    region: str
-    account: str = ACCOUNT_ID
-
-    def hex(self, logical_id: str, salt: str = "", length: int = 17) -> str:
-        digest = hashlib.sha256(f"{self.stack_name}/{logical_id}/{salt}".encode()).hexdigest()
-        return digest[:length]
-
-    def uuid(self, logical_id: str) -> str:
-        return str(uuid.UUID(self.hex(logical_id, "uuid", 32)))
-
-    def suffix(self, logical_id: str, length: int = 12) -> str:
-        """CloudFormation's random suffix of generated names (upper-case letters and digits)."""
-        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-        number = int(self.hex(logical_id, "suffix", 32), 16)
-        chars = []
-        for _ in range(length):
-            number, index = divmod(number, len(alphabet))
-            chars.append(alphabet[index])
-        return "".join(chars)
-
-    def generated_name(self, logical_id: str, max_length: int = 255, lower: bool = False) -> str:
-        name = f"{self.stack_name}-{logical_id}-{self.suffix(logical_id)}"[:max_length]
-        return name.lower() if lower else name
-
-    def arn(self, service: str, resource: str, region: bool = True, account: bool = True) -> str:
-        return (f"arn:{PARTITION}:{service}:{self.region if region else ''}:"
-                f"{self.account if account else ''}:{resource}")
-
-
-# A placeholder builder gets (context, logical ID, properties resolvable before rendering) and
-# returns (value of Ref, {attribute: value}).
-Placeholder = Callable[[_Context, str, dict], tuple[object, dict[str, object]]]
-
-
-def _ec2_id(prefix: str, extra: Callable[[_Context, str, dict, str], dict] | None = None) -> Placeholder:
-    def build(ctx: _Context, lid: str, props: dict):
-        ident = f"{prefix}-{ctx.hex(lid)}"
-        attrs = {"Id": ident}
-        if extra:
-            attrs.update(extra(ctx, lid, props, ident))
-        return ident, attrs
-    return build
-
-
-def _vpc(ctx, lid, props, ident):
-    return {"VpcId": ident, "CidrBlock": props.get("CidrBlock", "10.0.0.0/16"),
-            "DefaultSecurityGroup": f"sg-{ctx.hex(lid, 'default-sg')}",
-            "DefaultNetworkAcl": f"acl-{ctx.hex(lid, 'default-acl')}"}
-
-
-def _subnet(ctx, lid, props, ident):
-    return {"SubnetId": ident, "AvailabilityZone": props.get("AvailabilityZone", ""),
-            "VpcId": props.get("VpcId", ""), "CidrBlock": props.get("CidrBlock", "")}
-
-
-def _security_group(ctx, lid, props, ident):
-    return {"GroupId": ident, "VpcId": props.get("VpcId", "")}
-
-
-def _eip(ctx: _Context, lid: str, props: dict):
-    number = int(ctx.hex(lid, "ip", 8), 16)
-    ip = f"198.51.100.{number % 254 + 1}"  # TEST-NET-2: documentation addresses
-    return ip, {"AllocationId": f"eipalloc-{ctx.hex(lid)}", "PublicIp": ip}
-
-
-def _launch_template(ctx, lid, props, ident):
-    return {"LaunchTemplateId": ident, "LatestVersionNumber": "1", "DefaultVersionNumber": "1"}
-
-
-def _named(service: str, arn_resource: str, name_prop: str | None, *, region: bool = True,
-           account: bool = True, lower: bool = False, max_length: int = 255,
-           ref: str = "name", extra: Callable | None = None) -> Placeholder:
-    """Resources whose Ref is a name (explicit or generated) or their ARN.
-
-    arn_resource is a format string with {name}; ref is "name" or "arn".
-    """
-    def build(ctx: _Context, lid: str, props: dict):
-        name = props.get(name_prop) if name_prop else None
-        if not isinstance(name, str):
-            name = ctx.generated_name(lid, max_length=max_length, lower=lower)
-        arn = ctx.arn(service, arn_resource.format(name=name, ctx=ctx, lid=lid), region, account)
-        attrs = {"Arn": arn, "Name": name}
-        if extra:
-            attrs.update(extra(ctx, lid, props, name, arn))
-        return (arn if ref == "arn" else name), attrs
-    return build
-
-
-def _log_group(ctx: _Context, lid: str, props: dict):
-    name = props.get("LogGroupName")
-    if not isinstance(name, str):
-        name = ctx.generated_name(lid, max_length=512)
-    return name, {"Arn": ctx.arn("logs", f"log-group:{name}:*")}
-
-
-def _role(ctx: _Context, lid: str, props: dict):
-    name = props.get("RoleName")
-    if not isinstance(name, str):
-        name = ctx.generated_name(lid, max_length=64)
-    path = props.get("Path", "/") if isinstance(props.get("Path", "/"), str) else "/"
-    return name, {"Arn": ctx.arn("iam", f"role{path}{name}", region=False),
-                  "RoleId": "AROA" + ctx.hex(lid, "role", 17).upper()}
-
-
-def _instance_profile(ctx: _Context, lid: str, props: dict):
-    name = props.get("InstanceProfileName")
-    if not isinstance(name, str):
-        name = ctx.generated_name(lid, max_length=128)
-    return name, {"Arn": ctx.arn("iam", f"instance-profile/{name}", region=False)}
-
-
-def _kms_key(ctx: _Context, lid: str, props: dict):
-    key_id = ctx.uuid(lid)
-    return key_id, {"Arn": ctx.arn("kms", f"key/{key_id}"), "KeyId": key_id}
-
-
-def _secret(ctx: _Context, lid: str, props: dict):
-    name = props.get("Name")
-    if not isinstance(name, str):
-        name = f"{lid}-{ctx.suffix(lid)}"
-    arn = ctx.arn("secretsmanager", f"secret:{name}-{ctx.suffix(lid, 6)}")
-    return arn, {"Id": arn}
-
-
-def _ssm_parameter(ctx: _Context, lid: str, props: dict):
-    name = props.get("Name")
-    if not isinstance(name, str):
-        name = f"CFN-{lid}-{ctx.suffix(lid)}"
-    return name, {"Type": props.get("Type", "String"), "Value": props.get("Value", "")}
-
-
-def _ecr_repository(ctx: _Context, lid: str, props: dict):
-    name = props.get("RepositoryName")
-    if not isinstance(name, str):
-        name = ctx.generated_name(lid, lower=True)
-    return name, {
-        "Arn": ctx.arn("ecr", f"repository/{name}"),
-        "RepositoryUri": f"{ctx.account}.dkr.ecr.{ctx.region}.{URL_SUFFIX}/{name}",
-    }
-
-
-def _nested_stack(ctx: _Context, lid: str, props: dict):
-    arn = ctx.arn("cloudformation", f"stack/{ctx.stack_name}-{lid}-{ctx.suffix(lid)}/{ctx.uuid(lid)}")
-    return arn, {}
-
-
-def _task_definition(ctx: _Context, lid: str, props: dict):
-    family = props.get("Family")
-    if not isinstance(family, str):
-        family = ctx.generated_name(lid)
-    arn = ctx.arn("ecs", f"task-definition/{family}:1")
-    return arn, {"TaskDefinitionArn": arn}
-
-
-def _ecs_service(ctx: _Context, lid: str, props: dict):
-    name = props.get("ServiceName")
-    if not isinstance(name, str):
-        name = ctx.generated_name(lid)
-    cluster = props.get("Cluster", "default")
-    cluster_name = cluster.rsplit("/", 1)[-1] if isinstance(cluster, str) else "default"
-    arn = ctx.arn("ecs", f"service/{cluster_name}/{name}")
-    return arn, {"Name": name, "ServiceArn": arn}
-
-
-def _load_balancer(ctx: _Context, lid: str, props: dict):
-    name = props.get("Name")
-    if not isinstance(name, str):
-        name = f"{ctx.stack_name[:16]}-{ctx.suffix(lid, 10)}"
-    full = f"app/{name}/{ctx.hex(lid, 'lb', 16)}"
-    arn = ctx.arn("elasticloadbalancing", f"loadbalancer/{full}")
-    return arn, {
-        "LoadBalancerArn": arn, "LoadBalancerFullName": full, "LoadBalancerName": name,
-        "DNSName": f"{name}-{int(ctx.hex(lid, 'dns', 8), 16)}.{ctx.region}.elb.{URL_SUFFIX}",
-        "CanonicalHostedZoneID": "Z35SXDOTRQ7X7K",
-        "SecurityGroups": props.get("SecurityGroups", []),
-    }
-
-
-def _target_group(ctx: _Context, lid: str, props: dict):
-    name = props.get("Name")
-    if not isinstance(name, str):
-        name = f"{ctx.stack_name[:16]}-{ctx.suffix(lid, 10)}"
-    full = f"targetgroup/{name}/{ctx.hex(lid, 'tg', 16)}"
-    arn = ctx.arn("elasticloadbalancing", full)
-    return arn, {"TargetGroupArn": arn, "TargetGroupFullName": full, "TargetGroupName": name,
-                 "LoadBalancerArns": []}
-
-
-def _arn_ref(service: str, resource: str, extra_attrs: tuple[str, ...] = ()) -> Placeholder:
-    def build(ctx: _Context, lid: str, props: dict):
-        arn = ctx.arn(service, resource.format(name=ctx.generated_name(lid), hex=ctx.hex(lid),
-                                               uuid=ctx.uuid(lid)))
-        return arn, {attr: arn for attr in extra_attrs}
-    return build
-
-
-def _web_acl(ctx: _Context, lid: str, props: dict):
-    name = props.get("Name")
-    if not isinstance(name, str):
-        name = ctx.generated_name(lid, max_length=128)
-    ident = ctx.uuid(lid)
-    arn = ctx.arn("wafv2", f"regional/webacl/{name}/{ident}")
-    return f"{name}|{ident}|REGIONAL", {"Arn": arn, "Id": ident}
-
-
-def _bucket(ctx: _Context, lid: str, props: dict):
-    name = props.get("BucketName")
-    if not isinstance(name, str):
-        name = ctx.generated_name(lid, max_length=63, lower=True)
-    return name, {
-        "Arn": f"arn:{PARTITION}:s3:::{name}",
-        "DomainName": f"{name}.s3.{URL_SUFFIX}",
-        "RegionalDomainName": f"{name}.s3.{ctx.region}.{URL_SUFFIX}",
-    }
-
-
-PLACEHOLDERS: dict[str, Placeholder] = {
-    "AWS::EC2::VPC": _ec2_id("vpc", _vpc),
-    "AWS::EC2::Subnet": _ec2_id("subnet", _subnet),
-    "AWS::EC2::SecurityGroup": _ec2_id("sg", _security_group),
-    "AWS::EC2::SecurityGroupIngress": _ec2_id("sgr"),
-    "AWS::EC2::SecurityGroupEgress": _ec2_id("sgr"),
-    "AWS::EC2::RouteTable": _ec2_id("rtb", lambda _ctx, _lid, _props, i: {"RouteTableId": i}),
-    "AWS::EC2::Route": _ec2_id("r-rtb"),
-    "AWS::EC2::SubnetRouteTableAssociation": _ec2_id("rtbassoc"),
-    "AWS::EC2::InternetGateway": _ec2_id("igw", lambda _ctx, _lid, _props, i: {"InternetGatewayId": i}),
-    "AWS::EC2::VPCGatewayAttachment": _ec2_id("igw-attach"),
-    "AWS::EC2::NatGateway": _ec2_id("nat"),
-    "AWS::EC2::EIP": _eip,
-    "AWS::EC2::VPCEndpoint": _ec2_id("vpce", lambda _ctx, _lid, _props, i: {
-        "DnsEntries": [], "NetworkInterfaceIds": []}),
-    "AWS::EC2::FlowLog": _ec2_id("fl"),
-    "AWS::EC2::LaunchTemplate": _ec2_id("lt", _launch_template),
-    "AWS::Logs::LogGroup": _log_group,
-    "AWS::IAM::Role": _role,
-    "AWS::IAM::InstanceProfile": _instance_profile,
-    "AWS::IAM::ManagedPolicy": _named("iam", "policy/{name}", "ManagedPolicyName", region=False,
-                                      ref="arn", extra=lambda _ctx, _lid, _props, n, a: {"PolicyArn": a}),
-    "AWS::IAM::Policy": _ec2_id("policy"),
-    "AWS::KMS::Key": _kms_key,
-    "AWS::KMS::Alias": lambda ctx, lid, props: (props.get("AliasName", f"alias/{lid}"), {}),
-    "AWS::SecretsManager::Secret": _secret,
-    "AWS::SSM::Parameter": _ssm_parameter,
-    "AWS::ECR::Repository": _ecr_repository,
-    "AWS::CloudFormation::Stack": _nested_stack,
-    "AWS::ECS::Cluster": _named("ecs", "cluster/{name}", "ClusterName"),
-    "AWS::ECS::TaskDefinition": _task_definition,
-    "AWS::ECS::Service": _ecs_service,
-    "AWS::ECS::CapacityProvider": lambda ctx, lid, props: (props.get("Name", ctx.generated_name(lid)), {}),
-    "AWS::ECS::ClusterCapacityProviderAssociations": _ec2_id("ccpa"),
-    "AWS::AutoScaling::AutoScalingGroup": lambda ctx, lid, props: (
-        props.get("AutoScalingGroupName", ctx.generated_name(lid)), {}),
-    "AWS::AutoScaling::WarmPool": _ec2_id("warmpool"),
-    "AWS::ElasticLoadBalancingV2::LoadBalancer": _load_balancer,
-    "AWS::ElasticLoadBalancingV2::TargetGroup": _target_group,
-    "AWS::ElasticLoadBalancingV2::Listener": _arn_ref(
-        "elasticloadbalancing", "listener/app/lb/{hex}/{uuid}", ("ListenerArn",)),
-    "AWS::ElasticLoadBalancingV2::ListenerRule": _arn_ref(
-        "elasticloadbalancing", "listener-rule/app/lb/{hex}/{uuid}", ("RuleArn",)),
-    "AWS::CertificateManager::Certificate": _arn_ref("acm", "certificate/{uuid}"),
-    "AWS::S3::Bucket": _bucket,
-    "AWS::S3::BucketPolicy": _ec2_id("bucketpolicy"),
-    "AWS::WAFv2::WebACL": _web_acl,
-    "AWS::WAFv2::WebACLAssociation": _ec2_id("webaclassoc"),
-    "AWS::Route53::RecordSet": lambda ctx, lid, props: (props.get("Name", lid), {}),
-    "AWS::CloudWatch::Alarm": _named("cloudwatch", "alarm:{name}", "AlarmName"),
-    "AWS::SNS::Topic": _named("sns", "{name}", "TopicName", ref="arn",
-                              extra=lambda _ctx, _lid, _props, n, a: {"TopicArn": a, "TopicName": n}),
-    "AWS::SNS::Subscription": _arn_ref("sns", "{name}:{uuid}"),
-    "AWS::SNS::TopicPolicy": _ec2_id("topicpolicy"),
-    "AWS::Events::Rule": _named("events", "rule/{name}", "Name"),
-    "AWS::CloudWatch::Dashboard": lambda ctx, lid, props: (
-        props.get("DashboardName", ctx.generated_name(lid)), {}),
-    "AWS::ApplicationAutoScaling::ScalableTarget": _ec2_id("scalable-target"),
-    "AWS::ApplicationAutoScaling::ScalingPolicy": _arn_ref(
-        "autoscaling", "scalingPolicy:{uuid}:resource/ecs/policyName/{name}"),
-}
-
-
 # --- rendering ------------------------------------------------------------------------------------
 
 
@@ -374,7 +87,7 @@ class Rendered:
     problems: list[str] = field(default_factory=list)
 
 
-def _simple_value(value, parameters: dict[str, object], ctx: _Context):
+def _simple_value(value, parameters: dict[str, object], ctx: Context):
     """Resolve a property that only uses parameters and pseudo parameters, before rendering.
 
     Used for placeholders that echo a property (a VPC's CidrBlock, an explicit name). Anything
@@ -491,7 +204,7 @@ def render_template(template: dict, parameters: dict[str, object], *, stack_name
     SSM parameter name); they are rendered with that value.
     """
     notes = notes if notes is not None else []
-    ctx = _Context(stack_name=stack_name, region=region)
+    ctx = Context(stack_name=stack_name, region=region)
     work = copy.deepcopy(template)
     declared = work.get("Parameters", {})
     for name in resolved:
@@ -525,19 +238,17 @@ def render_template(template: dict, parameters: dict[str, object], *, stack_name
         props = {key: _simple_value(value, values, ctx)
                  for key, value in (resource.get("Properties") or {}).items()}
         props = {key: value for key, value in props.items() if value is not None}
-        builder = PLACEHOLDERS.get(type_)
-        attrs: dict[str, object] = {}
-        if builder is not None:
-            ref_value, attrs = builder(ctx, lid, props)
-        else:
-            ref_value = lid
+        ref_value, attrs = cfn_types.placeholder(type_, ctx, lid, props)
         attrs = {**attrs, **overrides.get(lid, {})}
         wanted = {attr for used_lid, attr in uses if used_lid == lid}
+        for attr in wanted - set(attrs):
+            if attr in props and "." not in attr and cfn_types.is_settable(type_, attr):
+                attrs[attr] = props[attr]  # GetAtt of a property the template sets: its value
         missing = sorted(attr for attr in wanted if attr not in attrs)
         for attr in missing:
             notes.append(f"{origin}: no placeholder for {type_} {lid}.{attr}; rendered as "
                          f"'{lid}.{attr}'")
-        if builder is None and any(used_lid == lid for used_lid, _ in uses):
+        if type_ not in cfn_types.PLACEHOLDERS and any(used_lid == lid for used_lid, _ in uses):
             notes.append(f"{origin}: no placeholder for {type_} ({lid}); Ref renders as '{lid}'")
         metadata = resource.setdefault("Metadata", {})
         metadata["Cloud-Radar"] = {"ref": ref_value, "attribute-values": attrs}
@@ -582,7 +293,7 @@ def render_template(template: dict, parameters: dict[str, object], *, stack_name
     return rendered
 
 
-def _ssm_placeholder(type_: str, path: str, ctx: _Context) -> str:
+def _ssm_placeholder(type_: str, path: str, ctx: Context) -> str:
     inner = type_[len(SSM_TYPE_PREFIX):-1]
     prefixes = {"AWS::EC2::Image::Id": "ami", "AWS::EC2::VPC::Id": "vpc",
                 "AWS::EC2::Subnet::Id": "subnet", "AWS::EC2::SecurityGroup::Id": "sg"}
@@ -645,7 +356,7 @@ def render_environment(env: str, templates_dir: Path = TEMPLATES_DIR,
 
     project = values.get("ProjectName", "llm-api")
     root_stack = f"{project}-{values.get('EnvironmentName', env)}"
-    ctx = _Context(stack_name=root_stack, region=region)
+    ctx = Context(stack_name=root_stack, region=region)
     rendered: dict[str, dict] = {}
     used_parameters: dict[str, dict[str, object]] = {ROOT_FILE: root_values}
     outputs: dict[str, dict] = {}

@@ -1,7 +1,6 @@
 """The security gate: checkov, the AWS Control Tower guard rules and the project's own rules.
 
     python -m tools.security_gate [--env prod ...]     run it; exit 1 naming every failure
-    python -m tools.security_gate --write-readme       regenerate the README exceptions table
 
 What runs (all offline):
 - checkov (CloudFormation and Dockerfile frameworks, --skip-download) from its own environment
@@ -41,9 +40,6 @@ IAM_ALLOWLIST_FILE = REPO / "security" / "iam-allowlist.yaml"
 RENDERED_DIR = REPO / ".cache" / "security" / "rendered"
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
 DOCKERFILES = ("app/Dockerfile", "ollama/Dockerfile")
-README = REPO / "README.md"
-TABLE_START = "<!-- security-exceptions:start (generated: python -m tools.security_gate --write-readme) -->"
-TABLE_END = "<!-- security-exceptions:end -->"
 MIN_REASON = 20  # characters: "n/a" or "false positive" is not a reason
 
 _DOCKER_SKIP = re.compile(r"#\s*checkov:skip=([A-Z0-9_]+)(?::(.*))?$")
@@ -77,12 +73,22 @@ class Skip:
     reason: str
 
 
+EVERY_ENVIRONMENT = "all"  # `environments: all` in the exclusions file: every params/<env>.json
+
+
 @dataclass(frozen=True)
 class Exclusion:
     rule: str
-    environments: tuple[str, ...]
+    environments: tuple[str, ...]  # (EVERY_ENVIRONMENT,) for every environment there is
     resources: tuple[str, ...]  # "<template>/<LogicalId>"
     reason: str
+
+    @property
+    def everywhere(self) -> bool:
+        return self.environments == (EVERY_ENVIRONMENT,)
+
+    def covers(self, env: str) -> bool:
+        return self.everywhere or env in self.environments
 
 
 @dataclass
@@ -152,16 +158,17 @@ def load_exclusions(path: Path = EXCLUSIONS_FILE) -> tuple[list[Exclusion], list
     for index, entry in enumerate(entries):
         where = f"{path.name} entry {index + 1} ({entry.get('rule', '?')})"
         reason = " ".join(str(entry.get("reason") or "").split())
-        environments = tuple(entry.get("environments") or ())
+        listed = entry.get("environments") or ()
+        environments = (listed,) if listed == EVERY_ENVIRONMENT else tuple(listed)
         resources = tuple(entry.get("resources") or ())
         if len(reason) < MIN_REASON:
             problems.append(f"{where}: no reason (a reviewer must be able to accept it)")
         if not environments:
             problems.append(f"{where}: no environments")
-        unknown = sorted(set(environments) - known_envs)
+        unknown = sorted(set(environments) - known_envs - {EVERY_ENVIRONMENT})
         if unknown:
             problems.append(f"{where}: unknown environments {unknown} (params/ has "
-                            f"{sorted(known_envs)})")
+                            f"{sorted(known_envs)}; '{EVERY_ENVIRONMENT}' means every one)")
         if not resources or any(resource.count("/") != 1 for resource in resources):
             problems.append(f"{where}: resources must be a list of '<template>/<LogicalId>'")
         exclusions.append(Exclusion(str(entry.get("rule", "")), environments, resources, reason))
@@ -173,7 +180,7 @@ def load_iam_allowlist(path: Path = IAM_ALLOWLIST_FILE) -> dict:
 
 
 def exceptions_table(templates_dir: Path = TEMPLATES_DIR) -> str:
-    """The README table of every scanner exception, generated from where each one lives."""
+    """The table of every scanner exception, generated from where each one lives (tools/docs.py)."""
     rows = ["| scanner | check | where | environments | reason |",
             "|---|---|---|---|---|"]
 
@@ -187,7 +194,8 @@ def exceptions_table(templates_dir: Path = TEMPLATES_DIR) -> str:
     for exclusion in sorted(exclusions, key=lambda e: (e.rule, e.resources)):
         where = ", ".join(f"`{r.split('/')[0]}` {r.split('/')[1]}" for r in exclusion.resources)
         rows.append(f"| Control Tower | {exclusion.rule} | {where} | "
-                    f"{', '.join(exclusion.environments)} | {cell(exclusion.reason)} |")
+                    f"{'every environment' if exclusion.everywhere else ', '.join(exclusion.environments)}"
+                    f" | {cell(exclusion.reason)} |")
     allowlist = load_iam_allowlist()
     for action, reason in sorted((allowlist.get("resource_star_actions") or {}).items()):
         rows.append(f"| IAM tests | `Resource: \"*\"` for {action} | any role | all | "
@@ -196,25 +204,6 @@ def exceptions_table(templates_dir: Path = TEMPLATES_DIR) -> str:
         rows.append(f"| IAM tests | `{entry['action']}` | {entry['resource_type']} {entry['property']} "
                     f"statement {entry['sid']} | all | {cell(str(entry['reason']))} |")
     return "\n".join(rows)
-
-
-def readme_section(text: str) -> str | None:
-    if TABLE_START not in text or TABLE_END not in text:
-        return None
-    return text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
-
-
-def write_readme(path: Path = README) -> bool:
-    text = path.read_text()
-    if TABLE_START not in text or TABLE_END not in text:
-        raise GateError(f"{path}: the markers {TABLE_START!r} and {TABLE_END!r} are missing")
-    head, rest = text.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    updated = f"{head}{TABLE_START}\n{exceptions_table()}\n{TABLE_END}{tail}"
-    if updated != text:
-        path.write_text(updated)
-        return True
-    return False
 
 
 # --- checkov ------------------------------------------------------------------------------------
@@ -374,7 +363,7 @@ def guard_environment(env: str, report: Report, exclusions: list[Exclusion],
 
 def _exclusion_for(finding: Finding, exclusions: list[Exclusion]) -> tuple[int, Exclusion] | None:
     for index, exclusion in enumerate(exclusions):
-        if (exclusion.rule == finding.rule and finding.env in exclusion.environments
+        if (exclusion.rule == finding.rule and exclusion.covers(finding.env)
                 and f"{finding.template}/{finding.resource}" in exclusion.resources):
             return index, exclusion
     return None
@@ -424,13 +413,19 @@ def run(envs: list[str] | None = None, checkov: Path = CHECKOV, templates_dir: P
 
 def stale_exclusions(exclusions: list[Exclusion], used: set[tuple[int, str, str]],
                      envs: list[str]) -> list[Finding]:
-    """An exclusion that covers no failure (in the environments run) is stale: it must go."""
+    """An exclusion that covers no failure (in the environments run) is stale: it must go.
+
+    One named per environment must cover a failure in each of them; one for every environment
+    must cover a failure in at least one (a resource may be absent where a condition is off).
+    """
     findings = []
     for index, exclusion in enumerate(exclusions):
-        for env in exclusion.environments:
+        for env in (envs[:1] if exclusion.everywhere else exclusion.environments):
             if env not in envs:
                 continue
             for resource in exclusion.resources:
+                if exclusion.everywhere and any((index, e, resource) in used for e in envs):
+                    continue
                 if (index, env, resource) not in used:
                     findings.append(Finding(
                         "exclusions", env, resource.split("/")[0], exclusion.rule,
@@ -479,17 +474,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", action="append", metavar="ENV",
                         help="environment to render (repeatable; default: every params/<env>.json)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the findings as JSON")
-    parser.add_argument("--write-readme", action="store_true",
-                        help="regenerate the exceptions table in README.md and exit")
     parser.add_argument("--readme-table", action="store_true", help="print the exceptions table")
     parser.add_argument("--no-checkov", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.readme_table:
         print(exceptions_table())
-        return 0
-    if args.write_readme:
-        changed = write_readme()
-        print(f"README.md exceptions table {'updated' if changed else 'already current'}")
         return 0
     try:
         report = run(args.env, with_checkov=not args.no_checkov)

@@ -1,7 +1,8 @@
 """The gateway image's start command, run as a process: no Docker engine needed.
 
 A fresh virtualenv gets app/requirements.txt and nothing else (what the image installs; cached
-under .cache/images/, keyed by the file's hash and the interpreter). The exact CMD parsed from
+under .cache/images/, keyed by the file's hash and the interpreter; under /var/tmp instead when
+uid 10001 could not reach the checkout, e.g. a clone in root's 0700 home directory). The exact CMD parsed from
 app/Dockerfile runs in a copy of what the image copies (the build context after .dockerignore,
 at the image's WORKDIR), with the image's ENV, the task definition's environment names (local
 values; the Ollama protocol double stands in for Ollama), as uid 10001 when the tests run as
@@ -50,7 +51,9 @@ from tests.ollama_double import ThreadedDouble
 
 pytestmark = pytest.mark.slow
 
-CACHE = REPO / ".cache" / "images"
+CHECKOUT_CACHE = REPO / ".cache" / "images"
+# Outside the checkout, for a checkout that other users cannot enter: keyed like the other one.
+SHARED_CACHE = Path("/var/tmp") / f"llm-gateway-image-venvs-{os.geteuid()}"  # noqa: S108
 REQUIREMENTS = REPO / "app" / "requirements.txt"
 IMAGE = parse_dockerfile(APP_DOCKERFILE).final
 # PATH of the official python images, which the Dockerfile's ENV PATH extends.
@@ -100,14 +103,33 @@ def interpreter() -> tuple[Path, bool]:
     return usable[0], False
 
 
+def venv_cache() -> Path:
+    """Where the runtime virtualenv lives: somewhere uid 10001 can run it from.
+
+    The checkout's .cache/ when others may enter the checkout; otherwise (a clone in root's
+    0700 home directory) a directory of our own under /var/tmp, refused if anyone else owns it
+    or may write to it, since its interpreter then runs the gateway.
+    """
+    if os.geteuid() != 0 or world_runnable(REPO):
+        return CHECKOUT_CACHE
+    SHARED_CACHE.mkdir(mode=0o755, exist_ok=True)
+    info = SHARED_CACHE.lstat()
+    assert stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not (
+        info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)), (
+        f"{SHARED_CACHE} must be a directory owned by uid {os.geteuid()} that only it may write "
+        f"to; remove it (rm -rf {SHARED_CACHE}) and run the tests again")
+    return SHARED_CACHE
+
+
 def runtime_venv(python: Path) -> Path:
+    cache = venv_cache()
     key = hashlib.sha256(REQUIREMENTS.read_bytes() + str(python).encode()).hexdigest()[:16]
-    target = CACHE / f"gateway-venv-{key}"
+    target = cache / f"gateway-venv-{key}"
     complete = target / ".complete"
     if complete.exists():
         return target
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / ".lock", "w") as lock:
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if complete.exists():
             return target

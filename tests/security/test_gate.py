@@ -123,13 +123,28 @@ def test_an_exclusion_that_covers_nothing_is_stale():
     assert security_gate.stale_exclusions([exclusion], used, ["prod"]) == []
 
 
-def test_readme_lists_every_exception_in_one_generated_table():
-    readme = (REPO / "README.md").read_text()
-    section = security_gate.readme_section(readme)
-    assert section is not None, "README.md has no generated exceptions table (see Security gate)"
-    assert section == security_gate.exceptions_table(), (
-        "README.md exceptions table is stale: run .venv/bin/python -m tools.security_gate "
-        "--write-readme")
+@pytest.mark.parametrize("used_in, stale", [
+    ({"prod"}, []),  # covers a failure somewhere: current (the resource may be off elsewhere)
+    ({"dev", "staging"}, []),
+    (set(), [("dev", "AccessLogBucket")]),  # covers nothing anywhere: stale, named once
+])
+def test_an_exclusion_for_every_environment_is_stale_only_where_it_covers_nothing_at_all(
+        used_in, stale):
+    exclusion = security_gate.Exclusion("CT.S3.PR.9", (security_gate.EVERY_ENVIRONMENT,),
+                                        ("load_balancer.json/AccessLogBucket",), "x" * 30)
+    used = {(0, env, "load_balancer.json/AccessLogBucket") for env in used_in}
+    found = security_gate.stale_exclusions([exclusion], used, ["dev", "prod", "staging"])
+    assert [(f.env, f.resource) for f in found] == stale
+    assert all(exclusion.covers(env) for env in ("dev", "prod", "staging", "anything-new"))
+
+
+def test_all_in_the_exclusions_file_means_every_environment(tmp_path):
+    path = tmp_path / "exclusions.yaml"
+    path.write_text("exclusions:\n  - rule: CT.S3.PR.9\n    environments: all\n"
+                    "    resources: [load_balancer.json/AccessLogBucket]\n"
+                    "    reason: a reason long enough to read\n")
+    (exclusion,), problems = security_gate.load_exclusions(path)
+    assert problems == [] and exclusion.everywhere and exclusion.covers("staging")
 
 
 def test_cfn_guard_package_is_pinned_and_verified(tmp_path):
