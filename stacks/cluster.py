@@ -145,8 +145,12 @@ class ClusterLayer(Layer):
         target, warm_min = p[CAPACITY_TARGET], p[WARM_POOL_MIN]
         t.add_condition("WarmPoolOn", Equals(Ref(WARM_POOL), "true"))
         t.add_condition("SpotOn", Equals(Ref(SPOT), "true"))
-        t.add_mapping(SPOT_MAPPING, {kind: {"Type": other}
-                                     for kind, other in sorted(spot_alternatives().items())})
+        # Every allowed type has a row, so the FindInMap in the Spot branch resolves whatever
+        # InstanceType is; a type without an alternative maps to itself, and the root Rule
+        # SpotNeedsAnAlternativeType refuses Spot for it.
+        alternatives = spot_alternatives()
+        t.add_mapping(SPOT_MAPPING, {kind: {"Type": alternatives.get(kind, kind)}
+                                     for kind in sorted(GPUS_PER_INSTANCE)})
 
         cluster = t.add_resource(ecs.Cluster(
             "Cluster",
