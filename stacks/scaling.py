@@ -111,7 +111,7 @@ def _scale_to_zero(t, target) -> None:
             PolicyType="StepScaling",
             ScalingTargetId=Ref(target),
             StepScalingPolicyConfiguration=applicationautoscaling.StepScalingPolicyConfiguration(
-                AdjustmentType="ExactCapacity", Cooldown=60, MetricAggregationType="Sum",
+                AdjustmentType="ExactCapacity", Cooldown=60,
                 StepAdjustments=[applicationautoscaling.StepAdjustment(
                     ScalingAdjustment=capacity)]),
         ))
