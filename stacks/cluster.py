@@ -8,12 +8,26 @@ the group to protect new instances from scale-in.
 
 from __future__ import annotations
 
-from troposphere import Base64, Equals, GetAtt, If, Ref, Sub, Tags, autoscaling, ec2, ecs, iam
+from troposphere import (
+    Base64,
+    Equals,
+    FindInMap,
+    GetAtt,
+    If,
+    NoValue,
+    Ref,
+    Sub,
+    Tags,
+    autoscaling,
+    ec2,
+    ecs,
+    iam,
+)
 
 from app.contract import TIMEOUTS
 from stacks import names, policies
 from stacks.base import NAMING, Layer, add_output
-from stacks.gpu import DEFAULT_INSTANCE_TYPE, GPUS_PER_INSTANCE
+from stacks.gpu import DEFAULT_INSTANCE_TYPE, GPUS_PER_INSTANCE, spot_alternatives
 from stacks.parameters import Param, boolean, number, string
 
 GPU_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
@@ -24,6 +38,8 @@ ROOT_VOLUME_GIB = "RootVolumeSizeGiB"
 CAPACITY_TARGET = "CapacityTargetPercent"
 WARM_POOL = "WarmPoolEnabled"
 WARM_POOL_MIN = "WarmPoolMinSize"
+SPOT = "SpotInstances"
+SPOT_MAPPING = "SpotAlternative"
 
 # /etc/ecs/ecs.config. Each line says why it is there.
 USER_DATA = """#!/bin/bash
@@ -35,6 +51,7 @@ ECS_AWSVPC_BLOCK_IMDS=true
 ECS_CONTAINER_STOP_TIMEOUT=%ds
 ECS_IMAGE_PULL_BEHAVIOR=prefer-cached
 ECS_WARM_POOLS_CHECK=${WarmPoolCheck}
+ECS_ENABLE_SPOT_INSTANCE_DRAINING=${SpotDraining}
 CONFIG
 """
 # ECS_ENABLE_GPU_SUPPORT: advertise the GPUs so tasks can reserve them.
@@ -43,6 +60,9 @@ CONFIG
 # ECS_IMAGE_PULL_BEHAVIOR=prefer-cached: tags are immutable, so a cached multi-GB image is
 #   the same image; skip the registry round trip.
 # ECS_WARM_POOLS_CHECK: the agent must not register while the instance sits in the warm pool.
+# ECS_ENABLE_SPOT_INSTANCE_DRAINING: on Spot, ECS sets the instance DRAINING on the two-minute
+#   interruption notice (off by default;
+#   https://docs.aws.amazon.com/AmazonECS/latest/developerguide/spot-instance-draining-linux-container.html).
 
 
 class ClusterLayer(Layer):
@@ -83,7 +103,36 @@ class ClusterLayer(Layer):
                     "the boot (stopped instances pay only for EBS)", "false"),
             number(WARM_POOL_MIN, "Instances kept in the warm pool", default=1, min_value=0,
                    max_value=100),
+            boolean(SPOT, "Run the GPU instances on Spot (dev): InstanceType and one type of the "
+                    "same family and GPU count, capacity-optimized, no On-Demand fallback; not "
+                    "with the warm pool (README, Spot)", "false"),
         )
+
+    def rules(self) -> dict[str, dict]:
+        """Refuse Spot with the warm pool, and Spot for a type with no same-GPU alternative."""
+        spot_on = Equals(Ref(SPOT), "true")
+        return {
+            # PutWarmPool "cannot be called on an Auto Scaling group that has a mixed instances
+            # policy or a launch template or launch configuration that requests Spot Instances"
+            # (https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_PutWarmPool.html).
+            "SpotWithoutWarmPool": {
+                "RuleCondition": spot_on,
+                "Assertions": [{
+                    "Assert": Equals(Ref(WARM_POOL), "false"),
+                    "AssertDescription": "SpotInstances=true needs WarmPoolEnabled=false: a warm "
+                                         "pool cannot be added to a group with a mixed instances "
+                                         "policy or Spot instances (PutWarmPool)"}],
+            },
+            "SpotNeedsAnAlternativeType": {
+                "RuleCondition": spot_on,
+                "Assertions": [{
+                    "Assert": {"Fn::Contains": [sorted(spot_alternatives()),
+                                                Ref(names.INSTANCE_TYPE)]},
+                    "AssertDescription": "SpotInstances=true: InstanceType has no other type "
+                                         "with the same GPU model and count (stacks/gpu.py); "
+                                         "choose one of " + ", ".join(sorted(spot_alternatives()))}],
+            },
+        }
 
     def build(self):
         t = self.new_template()
@@ -95,6 +144,13 @@ class ClusterLayer(Layer):
             names.INSTANCE_TYPE, ROOT_VOLUME_GIB, names.ASG_MIN_SIZE, names.ASG_MAX_SIZE))
         target, warm_min = p[CAPACITY_TARGET], p[WARM_POOL_MIN]
         t.add_condition("WarmPoolOn", Equals(Ref(WARM_POOL), "true"))
+        t.add_condition("SpotOn", Equals(Ref(SPOT), "true"))
+        # Every allowed type has a row, so the FindInMap in the Spot branch resolves whatever
+        # InstanceType is; a type without an alternative maps to itself, and the root Rule
+        # SpotNeedsAnAlternativeType refuses Spot for it.
+        alternatives = spot_alternatives()
+        t.add_mapping(SPOT_MAPPING, {kind: {"Type": alternatives.get(kind, kind)}
+                                     for kind in sorted(GPUS_PER_INSTANCE)})
 
         cluster = t.add_resource(ecs.Cluster(
             "Cluster",
@@ -127,7 +183,8 @@ class ClusterLayer(Layer):
                 Monitoring=ec2.Monitoring(Enabled=True),
                 UserData=Base64(Sub(
                     USER_DATA % TIMEOUTS.container_stop_timeout_seconds,
-                    Cluster=Ref(cluster), WarmPoolCheck=If("WarmPoolOn", "true", "false"))),
+                    Cluster=Ref(cluster), WarmPoolCheck=If("WarmPoolOn", "true", "false"),
+                    SpotDraining=If("SpotOn", "true", "false"))),
                 TagSpecifications=[
                     ec2.TagSpecifications(
                         ResourceType=kind, Tags=Tags(Name=Sub("${ProjectName}-${EnvironmentName}-gpu")))
@@ -136,6 +193,8 @@ class ClusterLayer(Layer):
             ),
         ))
 
+        launch = autoscaling.LaunchTemplateSpecification(
+            LaunchTemplateId=Ref(template), Version=GetAtt(template, "LatestVersionNumber"))
         group_ = t.add_resource(autoscaling.AutoScalingGroup(
             "AutoScalingGroup",
             MinSize=Ref(asg_min),
@@ -145,9 +204,8 @@ class ClusterLayer(Layer):
             VPCZoneIdentifier=Ref(subnets),
             # Same AZs as the subnets; stated so AZ-coverage rules can read it (CT.AUTOSCALING.PR.1).
             AvailabilityZones=Ref(azs),
-            LaunchTemplate=autoscaling.LaunchTemplateSpecification(
-                LaunchTemplateId=Ref(template),
-                Version=GetAtt(template, "LatestVersionNumber")),
+            LaunchTemplate=If("SpotOn", NoValue, launch),
+            MixedInstancesPolicy=If("SpotOn", self._spot_policy(launch, instance_type), NoValue),
             NewInstancesProtectedFromScaleIn=True,
             HealthCheckType="EC2",
             HealthCheckGracePeriod=300,
@@ -193,3 +251,25 @@ class ClusterLayer(Layer):
                    "Capacity provider of the GPU Auto Scaling group")
         add_output(t, names.AUTO_SCALING_GROUP_NAME, Ref(group_), "GPU Auto Scaling group name")
         return t
+
+    @staticmethod
+    def _spot_policy(launch, instance_type) -> autoscaling.MixedInstancesPolicy:
+        """All Spot: InstanceType and its same-family, same-GPU-count alternative.
+
+        capacity-optimized launches from the pools with the most spare capacity (fewer
+        interruptions). No On-Demand share and no fallback: ECS capacity providers do not fall
+        back from one capacity to another (aws/containers-roadmap#773, open), and an Auto
+        Scaling group with OnDemandPercentageAboveBaseCapacity 0 keeps asking for Spot. When
+        Spot has no capacity, tasks wait in PROVISIONING (the pending-task alarm and the
+        placement-failure rule say so); set SpotInstances=false and deploy (README, Spot).
+        """
+        return autoscaling.MixedInstancesPolicy(
+            InstancesDistribution=autoscaling.InstancesDistribution(
+                OnDemandBaseCapacity=0, OnDemandPercentageAboveBaseCapacity=0,
+                SpotAllocationStrategy="capacity-optimized"),
+            LaunchTemplate=autoscaling.LaunchTemplate(
+                LaunchTemplateSpecification=launch,
+                Overrides=[autoscaling.LaunchTemplateOverrides(InstanceType=Ref(instance_type)),
+                           autoscaling.LaunchTemplateOverrides(InstanceType=FindInMap(
+                               SPOT_MAPPING, Ref(instance_type), "Type"))]),
+        )

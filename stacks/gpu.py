@@ -25,6 +25,26 @@ GPUS_PER_INSTANCE: dict[str, int] = {
 }
 DEFAULT_INSTANCE_TYPE = "g5.xlarge"
 
+
+def _size_order(instance_type: str) -> float:
+    size = instance_type.split(".", 1)[1]
+    return 1 if size == "xlarge" else float(size.removesuffix("xlarge"))
+
+
+def spot_alternatives() -> dict[str, str]:
+    """Type -> the Spot alternative: same family (same GPU model and memory), same GPU count,
+    the next size up (or, for the largest, the next size down). Types without one are absent."""
+    result = {}
+    for kind, gpus in GPUS_PER_INSTANCE.items():
+        family = kind.split(".")[0]
+        peers = sorted((other for other, count in GPUS_PER_INSTANCE.items()
+                        if other != kind and count == gpus and other.split(".")[0] == family),
+                       key=_size_order)
+        larger = [p for p in peers if _size_order(p) > _size_order(kind)]
+        if peers:
+            result[kind] = (larger or peers[::-1])[0]
+    return result
+
 # Service sizing the rollout check reads before (and after) the service layer declares them;
 # the service layer uses these names and defaults for its parameters.
 SERVICE_DEFAULTS: dict[str, int] = {

@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import json
 
-from troposphere import AWSHelperFn, Equals, GetAtt, Not, Ref, Sub, cloudwatch, events, sns
+from troposphere import (
+    AWSHelperFn,
+    Equals,
+    FindInMap,
+    GetAtt,
+    If,
+    Not,
+    Ref,
+    Sub,
+    cloudwatch,
+    events,
+    sns,
+)
 
 from app.contract import IN_FLIGHT_REQUESTS, METRIC_NAMESPACE, OUTPUT_TOKENS, TIME_TO_FIRST_TOKEN
-from stacks import names, policies
+from stacks import model_load, names, policies, wake
 from stacks.base import NAMING, Layer, add_output
 from stacks.parameters import number, string
-from stacks.service import SERVICE_NAME, metric_dimensions
+from stacks.service import MODEL_LOAD_PARAM, SCALE_TO_ZERO_PARAM, SERVICE_NAME, metric_dimensions
 
 ALARM_EMAIL = "AlarmEmail"
 TTFT_THRESHOLD = "TimeToFirstTokenP95AlarmMs"
@@ -39,6 +51,8 @@ class MonitoringLayer(Layer):
                    constraint="empty, or an e-mail address"),
             number(TTFT_THRESHOLD, "Alarm when time to first token p95 exceeds this (ms)",
                    default=10000, min_value=100),
+            MODEL_LOAD_PARAM,
+            SCALE_TO_ZERO_PARAM,
         )
 
     def build(self):
@@ -46,6 +60,8 @@ class MonitoringLayer(Layer):
         self.t = t
         self.add_parameters(t)
         t.add_condition("HasAlarmEmail", Not(Equals(Ref(ALARM_EMAIL), "")))
+        t.add_condition("ScaleToZeroOn", Equals(Ref(SCALE_TO_ZERO_PARAM.name), "true"))
+        t.add_mapping(wake.MAPPING, wake.mapping())
 
         topic = self._alarms()
         self._dashboard()
@@ -101,9 +117,7 @@ class MonitoringLayer(Layer):
         alarm("Target5xxAlarm", "Gateway answered 5xx (upstream failures: 502/503/504)",
               "AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", target_group, 10,
               periods=5, datapoints=3)
-        alarm("Elb5xxAlarm", "The load balancer answered 5xx itself (no healthy target, "
-              "connection errors, idle timeouts)", "AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count",
-              alb, 10, periods=5, datapoints=3)
+        self._elb_5xx_alarm(topic, alb)
         alarm("UnhealthyHostsAlarm", "A gateway target fails /readyz outside a deploy",
               "AWS/ApplicationELB", "UnHealthyHostCount", target_group, 1, statistic="Maximum",
               periods=10, datapoints=8)
@@ -111,11 +125,50 @@ class MonitoringLayer(Layer):
               "(TargetResponseTime means different things for streams and non-streams)",
               METRIC_NAMESPACE, TIME_TO_FIRST_TOKEN.name, service_dims, Ref(TTFT_THRESHOLD),
               periods=3, period=300, extended="p95")
+        # An ordinary start (a wake from zero, a scale-out onto a new instance) keeps a task
+        # waiting for an instance and then PENDING through image pull and model load; the alarm
+        # waits longer than that, by load budget (stacks/wake.py). A fixed 15 minutes paged on
+        # every start at ModelLoadSeconds=600 (up to 18 minutes).
+        pending = FindInMap(wake.MAPPING, Ref(model_load.MODEL_LOAD_SECONDS), "PendingAlarmMinutes")
         alarm("PendingTasksAlarm", "Tasks wait for GPU capacity (Container Insights "
               "PendingTaskCount); see docs/operations.md, stuck in PROVISIONING",
               "ECS/ContainerInsights", "PendingTaskCount", service_dims, 1,
-              statistic="Maximum", periods=15, datapoints=15)
+              statistic="Maximum", periods=pending, datapoints=pending)
         return topic
+
+    def _elb_5xx_alarm(self, topic, alb):
+        """5xx the load balancer answered itself; with scale-to-zero on, without its 503s.
+
+        At zero tasks every request gets the load balancer's own 503 (no registered target,
+        https://repost.aws/knowledge-center/alb-troubleshoot-503-errors): with scale-to-zero on
+        that is the wake signal (stacks/scaling.py), not a failure, so the alarm counts
+        HTTPCode_ELB_5XX_Count minus HTTPCode_ELB_503_Count (502 and 504 still page). FILL gives
+        the 503 series a 0 where it has no datapoint, so a minute of 502s alone still counts.
+        """
+        def stat(metric_id, name):
+            return cloudwatch.MetricDataQuery(
+                Id=metric_id, ReturnData=False, MetricStat=cloudwatch.MetricStat(
+                    Metric=cloudwatch.Metric(Namespace="AWS/ApplicationELB", MetricName=name,
+                                             Dimensions=alb),
+                    Period=60, Stat="Sum"))
+
+        def expression(text):
+            return cloudwatch.MetricDataQuery(Id="failures", Expression=text, ReturnData=True,
+                                              Label="load balancer 5xx counted")
+
+        self.t.add_resource(cloudwatch.Alarm(
+            "Elb5xxAlarm",
+            AlarmDescription="The load balancer answered 5xx itself (no healthy target, "
+                             "connection errors, idle timeouts; not its 503s with scale-to-zero on)",
+            Metrics=If("ScaleToZeroOn",
+                       [stat("elb5xx", "HTTPCode_ELB_5XX_Count"),
+                        stat("elb503", "HTTPCode_ELB_503_Count"),
+                        expression("elb5xx - FILL(elb503, 0)")],
+                       [stat("elb5xx", "HTTPCode_ELB_5XX_Count"), expression("elb5xx")]),
+            EvaluationPeriods=5, DatapointsToAlarm=3, Threshold=10,
+            ComparisonOperator="GreaterThanOrEqualToThreshold", TreatMissingData="notBreaching",
+            AlarmActions=[Ref(topic)], OKActions=[Ref(topic)],
+        ))
 
     def _dashboard(self):
         self.t.add_resource(cloudwatch.Dashboard(

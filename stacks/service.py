@@ -24,19 +24,27 @@ from troposphere import (
 
 from app.contract import (
     GATEWAY_PORT,
-    IN_FLIGHT_REQUESTS,
     METRIC_DIMENSIONS,
-    METRIC_NAMESPACE,
     OLLAMA_PORT,
     SETTINGS,
     TIMEOUTS,
     Source,
     setting,
 )
-from stacks import model_load, names, policies
+from stacks import model_load, names, policies, scaling
 from stacks.base import LOG_RETENTION, MODEL, NAMING, Layer, add_output
 from stacks.gpu import SERVICE_DEFAULTS
 from stacks.parameters import Param, boolean, number, string
+from stacks.scaling import (  # autoscaling's parameters; stacks/scaling.py reads them
+    IDLE_MINUTES,
+    IN_FLIGHT_TARGET,
+    REQUESTS_PER_TARGET,
+    SCALE_DOWN_SCHEDULE,
+    SCALE_TO_ZERO,
+    SCALE_UP_SCHEDULE,
+    SCHEDULE_TIMEZONE,
+    SCHEDULED_SCALING,
+)
 
 GATEWAY = "gateway"
 # Explicit, so the gateway's metric dimension (and the dashboard) can name it without a cycle.
@@ -75,15 +83,19 @@ OLLAMA_MEMORY = "OllamaMemoryMiB"
 OLLAMA_MEMORY_RESERVATION = "OllamaMemoryReservationMiB"
 GRACE_PERIOD = "HealthCheckGracePeriodSeconds"
 ECS_EXEC = "EnableExecuteCommand"
-REQUESTS_PER_TARGET = "RequestsPerTargetPerMinute"
-IN_FLIGHT_TARGET = "InFlightRequestsPerTask"
-SCHEDULED_SCALING = "ScheduledScaling"
-SCALE_DOWN_SCHEDULE = "ScaleDownSchedule"
-SCALE_UP_SCHEDULE = "ScaleUpSchedule"
-SCHEDULE_TIMEZONE = "ScheduleTimezone"
 
-SCALE_OUT_COOLDOWN = 60  # seconds: add capacity fast
-SCALE_IN_COOLDOWN = 900  # seconds: a model load is expensive; shed capacity slowly
+
+# A String of digits, not a Number: it is a Mapping key, and a renderer (cloud-radar) resolves a
+# Number Ref to an int that matches no key. Declared once: the monitoring layer reads it too.
+MODEL_LOAD_PARAM = string(
+    model_load.MODEL_LOAD_SECONDS, "Model-load budget: seconds from task start until the model "
+    "is in GPU memory (image pull + Ollama start + load); sets the Ollama health check and start "
+    "timeout (stacks/model_load.py)", default=str(model_load.DEFAULT_LOAD_SECONDS),
+    allowed_values=tuple(str(load) for load in model_load.LOAD_TIERS))
+SCALE_TO_ZERO_PARAM = boolean(
+    SCALE_TO_ZERO, "Go to 0 tasks after IdleMinutes without requests and wake on the first "
+    "request (clients get the load balancer's 503 until a task is ready; README, Scale to zero)",
+    "false")
 
 
 class ServiceLayer(Layer):
@@ -135,13 +147,7 @@ class ServiceLayer(Layer):
                    "deploy, in % of desired (below 100: downtime)",
                    default=SERVICE_DEFAULTS[names.DEPLOYMENT_MIN_HEALTHY_PERCENT], min_value=0,
                    max_value=100),
-            # A String of digits, not a Number: it is a Mapping key, and a renderer
-            # (cloud-radar) resolves a Number Ref to an int that matches no key.
-            string(model_load.MODEL_LOAD_SECONDS, "Model-load budget: seconds from task start "
-                   "until the model is in GPU memory (image pull + Ollama start + load); sets "
-                   "the Ollama health check and start timeout (stacks/model_load.py)",
-                   default=str(model_load.DEFAULT_LOAD_SECONDS),
-                   allowed_values=tuple(str(load) for load in model_load.LOAD_TIERS)),
+            MODEL_LOAD_PARAM,
             number(GRACE_PERIOD, "Seconds the service ignores failing load balancer and "
                    "container health checks after a task starts; at least ModelLoadSeconds + "
                    "the Ollama check interval + HealthyThresholdCount x "
@@ -159,6 +165,10 @@ class ServiceLayer(Layer):
             string(SCALE_UP_SCHEDULE, "When to restore ServiceMinTasks",
                    default="cron(0 7 ? * MON-FRI *)"),
             string(SCHEDULE_TIMEZONE, "IANA time zone of the schedules", default="UTC"),
+            SCALE_TO_ZERO_PARAM,
+            number(IDLE_MINUTES, "Scale-to-zero: minutes without a request (served or answered "
+                   "503 by the load balancer) before the service goes to 0 tasks; longer than a "
+                   "wake (README, Scale to zero)", default=30, min_value=20, max_value=1440),
         )
 
     def build(self):
@@ -172,6 +182,7 @@ class ServiceLayer(Layer):
         t.add_mapping(model_load.MAPPING, model_load.mapping())
         t.add_condition("ExecOn", Equals(Ref(ECS_EXEC), "true"))
         t.add_condition("ScheduleOn", Equals(Ref(SCHEDULED_SCALING), "true"))
+        t.add_condition("ScaleToZeroOn", Equals(Ref(SCALE_TO_ZERO), "true"))
 
         gateway_logs, ollama_logs = (
             t.add_resource(logs.LogGroup(
@@ -185,7 +196,8 @@ class ServiceLayer(Layer):
         task_definition = self._task_definition(execution_role, task_role, gateway_logs,
                                                 ollama_logs)
         service = self._service(task_definition)
-        self._autoscaling(service)
+        scaling.add_autoscaling(t, service, self._resource_label(),
+                                metric_dimensions(applicationautoscaling.MetricDimension))
 
         add_output(t, names.SERVICE_NAME, GetAtt(service, "Name"), "ECS service name")
         add_output(t, names.TASK_DEFINITION_ARN, Ref(task_definition),
@@ -382,55 +394,6 @@ class ServiceLayer(Layer):
             # registers tasks in it; root passes ListenerArn so this stack waits for it.
             Metadata={"AfterListener": Ref(names.LISTENER_ARN)},
         ))
-
-    # -- autoscaling -------------------------------------------------------------------------
-
-    def _autoscaling(self, service):
-        t = self.t
-        scale = lambda name, low, high, schedule: applicationautoscaling.ScheduledAction(  # noqa: E731
-            ScheduledActionName=name, Schedule=Ref(schedule), Timezone=Ref(SCHEDULE_TIMEZONE),
-            ScalableTargetAction=applicationautoscaling.ScalableTargetAction(
-                MinCapacity=low, MaxCapacity=high))
-        target = t.add_resource(applicationautoscaling.ScalableTarget(
-            "ScalableTarget",
-            ServiceNamespace="ecs",
-            ScalableDimension="ecs:service:DesiredCount",
-            ResourceId=Sub("service/${ClusterName}/${Name}", Name=GetAtt(service, "Name")),
-            MinCapacity=Ref(names.SERVICE_MIN_TASKS),
-            MaxCapacity=Ref(names.SERVICE_MAX_TASKS),
-            # No RoleARN: Application Auto Scaling uses its ECS service-linked role.
-            ScheduledActions=If("ScheduleOn", [
-                scale("scale-to-zero", 0, 0, SCALE_DOWN_SCHEDULE),
-                scale("scale-back-up", Ref(names.SERVICE_MIN_TASKS), Ref(names.SERVICE_MAX_TASKS),
-                      SCALE_UP_SCHEDULE),
-            ], NoValue),
-        ))
-
-        def policy(title, value, metric):
-            return t.add_resource(applicationautoscaling.ScalingPolicy(
-                title,
-                PolicyName=Sub(f"${{AWS::StackName}}-{title}"),
-                PolicyType="TargetTrackingScaling",
-                ScalingTargetId=Ref(target),
-                TargetTrackingScalingPolicyConfiguration=(
-                    applicationautoscaling.TargetTrackingScalingPolicyConfiguration(
-                        TargetValue=Ref(value),
-                        ScaleOutCooldown=SCALE_OUT_COOLDOWN,
-                        ScaleInCooldown=SCALE_IN_COOLDOWN,
-                        **metric)),
-            ))
-
-        policy("RequestCountScaling", REQUESTS_PER_TARGET, {
-            "PredefinedMetricSpecification": applicationautoscaling.PredefinedMetricSpecification(
-                PredefinedMetricType="ALBRequestCountPerTarget",
-                ResourceLabel=self._resource_label())})
-        policy("InFlightScaling", IN_FLIGHT_TARGET, {
-            "CustomizedMetricSpecification": applicationautoscaling.CustomizedMetricSpecification(
-                Namespace=METRIC_NAMESPACE,
-                MetricName=IN_FLIGHT_REQUESTS.name,
-                Unit=IN_FLIGHT_REQUESTS.unit,
-                Statistic="Average",
-                Dimensions=self._metric_dimensions(applicationautoscaling.MetricDimension))})
 
     def _metric_dimensions(self, cls):
         return metric_dimensions(cls)

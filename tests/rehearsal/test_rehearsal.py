@@ -272,6 +272,37 @@ def test_scaling_policy_resource_label_names_this_alb_and_target_group(deployed,
                 "ResourceLabel"] for p in labelled}
 
 
+def test_scale_to_zero_policies_are_wired_where_it_is_on(deployed, rehearsal):
+    # Wiring only: moto keeps the step policies (adapter) but creates no CloudWatch alarm, so
+    # nothing here shows an alarm invoking them (tests/stacks/test_scaling.py holds the alarms).
+    policies = rehearsal.client("application-autoscaling").describe_scaling_policies(
+        ServiceNamespace="ecs")["ScalingPolicies"]
+    steps = {p["PolicyName"].rsplit("-", 1)[1]: p["StepScalingPolicyConfiguration"]
+             for p in policies if p["PolicyType"] == "StepScaling"}
+    if rehearsal.params["ScaleToZero"] != "true":
+        assert steps == {}
+        return
+    assert {name: (c["AdjustmentType"], c["StepAdjustments"][0]["ScalingAdjustment"])
+            for name, c in steps.items()} == {"IdleScaling": ("ExactCapacity", 0),
+                                              "WakeScaling": ("ExactCapacity", 1)}
+    target, = rehearsal.client("application-autoscaling").describe_scalable_targets(
+        ServiceNamespace="ecs")["ScalableTargets"]
+    assert target["MinCapacity"] == 0
+
+
+def test_spot_instances_deploy(tmp_path):
+    # Wiring only: moto creates the group with its mixed-instances policy; no Spot is launched.
+    with Rehearsal("dev", tmp_path, overrides={"SpotInstances": "true"}) as run:
+        run.run()
+        assert run.succeeded, run.transcript[-2000:]
+        group, = run.client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]
+    policy = group["MixedInstancesPolicy"]
+    assert policy["InstancesDistribution"]["OnDemandPercentageAboveBaseCapacity"] == 0
+    assert policy["InstancesDistribution"]["SpotAllocationStrategy"] == "capacity-optimized"
+    assert [o["InstanceType"] for o in policy["LaunchTemplate"]["Overrides"]] == [
+        "g5.xlarge", "g5.2xlarge"]
+
+
 def test_task_definition_uses_this_registry_the_tag_and_existing_secrets(deployed, rehearsal):
     ecs = rehearsal.client("ecs")
     families = ecs.list_task_definitions()["taskDefinitionArns"]

@@ -158,3 +158,23 @@ def test_cfn_guard_package_is_pinned_and_verified(tmp_path):
     with pytest.raises(cfnguard.GuardError, match="integrity mismatch"):
         cfnguard.verify_integrity(tampered, package.integrity)
     cfnguard.verify_integrity(tampered, cfnguard.integrity_of(tampered))
+
+
+@pytest.mark.parametrize(("spot", "status"), [("false", "FAIL"), ("true", "PASS")])
+def test_instance_type_control_re_evaluated_for_dev_with_spot(tmp_path, spot, status):
+    # CT.AUTOSCALING.PR.6 (multiple instance types) fails the one-type group, which the
+    # exclusion covers; dev with SpotInstances=true has a mixed-instances policy over two types
+    # of the same GPU model and count, and passes it without the exclusion.
+    from tools import params, render
+    values = params.load_env("dev") | {"SpotInstances": spot}
+    cluster = render.render_environment("dev", values=values).templates["cluster.json"]
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps(cluster))
+    package = cfnguard.fetch(quiet=True)
+    rules = {name: rule for name, rule in cfnguard.catalogue(
+        package.control_tower_rules, "control-tower", package.control_tower_metadata).items()
+        if rule.id == "CT.AUTOSCALING.PR.6"}
+    assert len(rules) == 1
+    outcomes = cfnguard.validate({"cluster.json": path}, rules, [package.control_tower_rules],
+                                 package)
+    assert {o.status for o in outcomes if o.rule.id == "CT.AUTOSCALING.PR.6"} == {status}

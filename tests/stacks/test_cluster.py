@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+from functools import cache
+
+import pytest
 
 from app.contract import TIMEOUTS
 from stacks.cluster import GPU_AMI_PARAMETER
-from stacks.gpu import GPUS_PER_INSTANCE
+from stacks.gpu import GPUS_PER_INSTANCE, spot_alternatives
 from tests.cfn import generated, props, resources, walk
+from tools import params, render
 
 
 def cluster():
@@ -149,3 +153,58 @@ def test_no_launch_configuration_anywhere():
         assert "AWS::AutoScaling::LaunchConfiguration" not in types, name
         for path, _ in walk(template):
             assert "LaunchConfigurationName" not in path, name
+
+
+# -- Spot --------------------------------------------------------------------------------------
+
+
+@cache
+def rendered_cluster(spot: str) -> dict:
+    values = params.load_env("dev") | {"SpotInstances": spot}
+    return render.render_environment("dev", values=values).templates["cluster.json"]["Resources"]
+
+
+def rendered_user_data(spot: str) -> str:
+    data = props(rendered_cluster(spot)["LaunchTemplate"])["LaunchTemplateData"]["UserData"]
+    return base64.b64decode(data).decode()
+
+
+def test_spot_group_is_all_spot_capacity_optimized_over_same_gpu_types():
+    asg = props(rendered_cluster("true")["AutoScalingGroup"])
+    assert "LaunchTemplate" not in asg
+    policy = asg["MixedInstancesPolicy"]
+    assert policy["InstancesDistribution"] == {
+        "OnDemandBaseCapacity": 0, "OnDemandPercentageAboveBaseCapacity": 0,
+        "SpotAllocationStrategy": "capacity-optimized"}
+    types = [o["InstanceType"] for o in policy["LaunchTemplate"]["Overrides"]]
+    chosen = params.load_env("dev")["InstanceType"]
+    assert types[0] == chosen and len(set(types)) == len(types) == 2
+    assert {GPUS_PER_INSTANCE[t] for t in types} == {GPUS_PER_INSTANCE[chosen]}
+    assert {t.split(".")[0] for t in types} == {chosen.split(".")[0]}  # same GPU model
+
+
+def test_on_demand_group_has_no_mixed_instances_policy():
+    asg = props(rendered_cluster("false")["AutoScalingGroup"])
+    assert "MixedInstancesPolicy" not in asg and "LaunchTemplateId" in asg["LaunchTemplate"]
+
+
+@pytest.mark.parametrize(("spot", "draining"), [("true", "true"), ("false", "false")])
+def test_spot_instances_drain_on_the_interruption_notice(spot, draining):
+    assert f"ECS_ENABLE_SPOT_INSTANCE_DRAINING={draining}\n" in rendered_user_data(spot)
+
+
+def test_every_spot_alternative_has_the_same_gpu_count_and_family():
+    alternatives = spot_alternatives()
+    for kind, other in alternatives.items():
+        assert other != kind and GPUS_PER_INSTANCE[other] == GPUS_PER_INSTANCE[kind]
+        assert other.split(".")[0] == kind.split(".")[0]
+    # A type alone in its family with its GPU count has none: the root rule refuses Spot there.
+    assert "g5.48xlarge" not in alternatives and "g4dn.12xlarge" not in alternatives
+    assert cluster()["Mappings"]["SpotAlternative"] == {
+        k: {"Type": alternatives.get(k, k)} for k in GPUS_PER_INSTANCE}
+
+
+def test_spot_is_off_by_default_and_in_every_params_file():
+    assert cluster()["Parameters"]["SpotInstances"]["Default"] == "false"
+    for env in params.environments():
+        assert params.load_env(env)["SpotInstances"] == "false"

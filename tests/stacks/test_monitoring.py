@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+from functools import cache
+
+import pytest
 
 from app.contract import IN_FLIGHT_REQUESTS
+from stacks import model_load, wake
 from tests.cfn import generated, props, resources
+from tools import params, render
 
 
 def monitoring_template():
@@ -35,13 +40,56 @@ def test_placement_rule_watches_the_service_that_root_passes_in():
 
 
 def test_alarms_cover_5xx_health_latency_and_capacity_and_notify_the_topic():
-    alarms = {props(a)["MetricName"]: props(a)
-              for a in resources(monitoring_template(), "AWS::CloudWatch::Alarm").values()}
-    assert set(alarms) == {"HTTPCode_Target_5XX_Count", "HTTPCode_ELB_5XX_Count",
-                           "UnHealthyHostCount", "TimeToFirstToken", "PendingTaskCount"}
-    assert alarms["TimeToFirstToken"]["ExtendedStatistic"] == "p95"
+    alarms = resources(monitoring_template(), "AWS::CloudWatch::Alarm")
+    assert set(alarms) == {"Target5xxAlarm", "Elb5xxAlarm", "UnhealthyHostsAlarm",
+                           "TimeToFirstTokenAlarm", "PendingTasksAlarm"}
+    assert props(alarms["TimeToFirstTokenAlarm"])["ExtendedStatistic"] == "p95"
     for alarm in alarms.values():
-        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+        assert props(alarm)["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+@cache
+def rendered_alarms(env: str) -> dict[str, dict]:
+    templates = render.render_environment(env).templates
+    return {name: props(body) for name, body in
+            resources(templates["monitoring.json"], "AWS::CloudWatch::Alarm").items()}
+
+
+@pytest.mark.parametrize("env", params.environments())
+def test_elb_5xx_alarm_leaves_out_the_wake_503s_only_with_scale_to_zero(env):
+    alarm = rendered_alarms(env)["Elb5xxAlarm"]
+    stats = {m["Id"]: (m["MetricStat"]["Metric"]["MetricName"], m["MetricStat"]["Stat"],
+                       m["MetricStat"]["Period"], m["MetricStat"]["Metric"]["Dimensions"][0]["Name"])
+             for m in alarm["Metrics"] if "MetricStat" in m}
+    (expression,) = [m["Expression"] for m in alarm["Metrics"] if m.get("ReturnData")]
+    if params.load_env(env)["ScaleToZero"] == "true":
+        assert stats == {"elb5xx": ("HTTPCode_ELB_5XX_Count", "Sum", 60, "LoadBalancer"),
+                         "elb503": ("HTTPCode_ELB_503_Count", "Sum", 60, "LoadBalancer")}
+        assert expression == "elb5xx - FILL(elb503, 0)"
+    else:
+        assert stats == {"elb5xx": ("HTTPCode_ELB_5XX_Count", "Sum", 60, "LoadBalancer")}
+        assert expression == "elb5xx"
+    assert (alarm["Threshold"], alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (10, 5, 3)
+    assert alarm["TreatMissingData"] == "notBreaching"
+
+
+@pytest.mark.parametrize("env", params.environments())
+def test_pending_tasks_alarm_waits_out_an_ordinary_start(env):
+    # A wake or a scale-out onto a new instance: capacity, launch, then PENDING until the Ollama
+    # check passes (at most its StartTimeout). The old fixed 15 minutes paged at the default
+    # ModelLoadSeconds=600 (an ordinary start may take 18 minutes).
+    alarm = rendered_alarms(env)["PendingTasksAlarm"]
+    load = int(params.load_env(env)["ModelLoadSeconds"])
+    assert alarm["EvaluationPeriods"] * alarm["Period"] > wake.pending_seconds(load)
+    assert alarm["DatapointsToAlarm"] == alarm["EvaluationPeriods"]
+    assert (alarm["MetricName"], alarm["Statistic"], alarm["Threshold"]) == (
+        "PendingTaskCount", "Maximum", 1)
+
+
+def test_pending_alarm_minutes_are_mapped_for_every_load_tier():
+    mapping = monitoring_template()["Mappings"][wake.MAPPING]
+    for tier in model_load.LOAD_TIERS:
+        assert mapping[str(tier)]["PendingAlarmMinutes"] * 60 > wake.pending_seconds(tier)
 
 
 def test_placement_failures_reach_the_topic_through_a_rule_it_allows():

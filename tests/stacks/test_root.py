@@ -177,6 +177,10 @@ BAD_COMBINATIONS = [
     ("empty domain name", {"DomainName": ""}, "DomainName=''"),
     ("no domain name at all", {"DomainName": None}, "DomainName: no value and no default"),
     ("upper-case domain name", {"DomainName": "API.example.com"}, "DomainName='API.example.com'"),
+    ("Spot with the warm pool", {"SpotInstances": "true", "WarmPoolEnabled": "true"},
+     "SpotWithoutWarmPool"),
+    ("Spot on a type with no same-GPU alternative",
+     {"SpotInstances": "true", "InstanceType": "g5.48xlarge"}, "SpotNeedsAnAlternativeType"),
 ]
 
 
@@ -189,6 +193,12 @@ def test_bad_combinations_are_refused_before_anything_is_created(case, change, r
         values.pop(key)
     found = rules_eval.refusals(generated()["root.json"], values)
     assert any(refusal in line for line in found), found
+
+
+def test_spot_without_the_warm_pool_on_a_type_with_an_alternative_is_accepted():
+    values = params.load_env("dev") | DEPLOY_TIME_VALUES | {
+        "SpotInstances": "true", "WarmPoolEnabled": "false", "InstanceType": "g5.xlarge"}
+    assert rules_eval.refusals(generated()["root.json"], values) == []
 
 
 def test_existing_certificate_without_a_zone_or_record_is_accepted():

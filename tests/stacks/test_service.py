@@ -9,8 +9,6 @@ import pytest
 
 from app.contract import (
     GATEWAY_PORT,
-    IN_FLIGHT_REQUESTS,
-    METRIC_NAMESPACE,
     OLLAMA_PORT,
     SETTINGS,
     TIMEOUTS,
@@ -275,53 +273,6 @@ def test_service_spreads_across_azs_tags_and_exec_behind_parameter():
     assert service["EnableExecuteCommand"] == {"Fn::If": ["ExecOn", True, False]}
 
 
-# -- autoscaling -------------------------------------------------------------------------
-
-
-def scaling_policies() -> dict[str, dict]:
-    return {name: props(p)["TargetTrackingScalingPolicyConfiguration"] for name, p in
-            resources(service_template(), "AWS::ApplicationAutoScaling::ScalingPolicy").items()}
-
-
-def test_request_count_policy_label_is_built_from_the_alb_and_target_group_full_names():
-    config = scaling_policies()["RequestCountScaling"]
-    spec = config["PredefinedMetricSpecification"]
-    assert spec["PredefinedMetricType"] == "ALBRequestCountPerTarget"
-    assert spec["ResourceLabel"] == {"Fn::Join": ["/", [{"Ref": "LoadBalancerFullName"},
-                                                        {"Ref": "TargetGroupFullName"}]]}
-    root = generated()["root.json"]["Resources"]["Service"]["Properties"]["Parameters"]
-    assert root["LoadBalancerFullName"]["Fn::GetAtt"] == ["LoadBalancer",
-                                                          "Outputs.LoadBalancerFullName"]
-    assert root["TargetGroupFullName"]["Fn::GetAtt"] == ["LoadBalancer",
-                                                         "Outputs.TargetGroupFullName"]
-
-
-def test_in_flight_policy_reads_the_gateways_metric():
-    spec = scaling_policies()["InFlightScaling"]["CustomizedMetricSpecification"]
-    assert spec["Namespace"] == METRIC_NAMESPACE and spec["MetricName"] == IN_FLIGHT_REQUESTS.name
-    assert spec["Statistic"] == "Average"
-    assert [d["Name"] for d in spec["Dimensions"]] == ["ClusterName", "ServiceName"]
-    gateway_env = env("gateway")
-    dims = {d["Name"]: d["Value"] for d in spec["Dimensions"]}
-    assert dims["ClusterName"] == gateway_env["GATEWAY_CLUSTER_NAME"]
-    assert dims["ServiceName"] == gateway_env["GATEWAY_SERVICE_NAME"]
-    assert service_props()["ServiceName"] == gateway_env["GATEWAY_SERVICE_NAME"]
-
-
-def test_scale_out_fast_scale_in_slow():
-    for config in scaling_policies().values():
-        assert config["ScaleOutCooldown"] < config["ScaleInCooldown"]
-
-
-def test_scheduled_scaling_is_optional():
-    target = props(service_template()["Resources"]["ScalableTarget"])
-    assert target["ScheduledActions"]["Fn::If"][0] == "ScheduleOn"
-    down = target["ScheduledActions"]["Fn::If"][1][0]["ScalableTargetAction"]
-    assert down == {"MinCapacity": 0, "MaxCapacity": 0}
-    assert target["MinCapacity"] == {"Ref": "ServiceMinTasks"}
-    assert target["MaxCapacity"] == {"Ref": "ServiceMaxTasks"}
-
-
 def test_image_uris_are_built_by_root_from_prefix_and_tag():
     root = generated()["root.json"]
     parameters = root["Resources"]["Service"]["Properties"]["Parameters"]
@@ -391,9 +342,12 @@ def test_every_load_tier_is_mapped_from_the_one_rule():
 
 
 def test_no_alarm_topic_or_dashboard_here_only_scaling():
-    # Monitoring is its own layer (tests/stacks/test_monitoring.py); target tracking keeps its
-    # own alarms beside its policies.
-    kinds = {r["Type"] for r in resources(service_template()).values()}
-    assert not kinds & {"AWS::SNS::Topic", "AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard",
-                        "AWS::Events::Rule"}
-    assert "AWS::ApplicationAutoScaling::ScalingPolicy" in kinds
+    # Monitoring is its own layer (tests/stacks/test_monitoring.py); the only alarms here drive
+    # scaling policies (scale-to-zero, stacks/scaling.py) and notify nobody.
+    template = service_template()
+    kinds = {r["Type"] for r in resources(template).values()}
+    assert not kinds & {"AWS::SNS::Topic", "AWS::CloudWatch::Dashboard", "AWS::Events::Rule"}
+    policies = resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    for alarm in resources(template, "AWS::CloudWatch::Alarm").values():
+        (action,) = props(alarm)["AlarmActions"]
+        assert action["Ref"] in policies and "OKActions" not in props(alarm)

@@ -135,7 +135,7 @@ def test_spot_line_names_the_price_and_its_timestamp():
                                      "us-east-1b": {"usd": 0.5, "timestamp": "2026-11-29T11:00:00+00:00"}}}}
     estimate = est.build(_facts(), _book(spot=spot), est.assumptions())
     assert "$0.5/h (highest AZ us-east-1b, 2026-11-29T11:00:00+00:00)" in estimate.spot
-    assert f"${3 * H * 0.5:.2f}" in estimate.spot
+    assert f"${1 * H * 0.5:.2f} at the floor and ${3 * H * 0.5:.2f} at the ceiling" in estimate.spot
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -159,10 +159,11 @@ def test_assumption_override_moves_its_line():
 
 PRICE_FILE = json.loads((prices_mod.PRICES_DIR / "us-east-1.json").read_text())["prices"]
 G5 = PRICE_FILE["ec2.g5.xlarge"]["usd"]
-# dev: 1 task 07:00-20:00 UTC on weekdays, 0 otherwise; 2027 has 261 weekdays.
+# dev: at most 1 task 07:00-20:00 UTC on weekdays, 0 otherwise; 2027 has 261 weekdays. With
+# scale-to-zero on, the floor (idle) is 0 tasks at every hour.
 DEV_ON_SHARE = 261 * 13 / (365 * 24)
 ENVS = [
-    ("dev", "GPU instances (On-Demand)", DEV_ON_SHARE * 1 * H * G5, DEV_ON_SHARE * 1 * H * G5),
+    ("dev", "GPU instances (On-Demand)", 0.0, DEV_ON_SHARE * 1 * H * G5),
     ("dev", "NAT gateways (hourly)", 1 * H * PRICE_FILE["nat.hour"]["usd"],
      1 * H * PRICE_FILE["nat.hour"]["usd"]),
     ("prod", "GPU instances (On-Demand)", 2 * H * G5, 4 * H * G5),
@@ -188,6 +189,44 @@ def shipped() -> dict[str, est.Estimate]:
 def test_shipped_environment_component(shipped, env, component, floor, ceiling):
     line = next(x for x in shipped[env].lines if x.component == component)
     assert (line.floor, line.ceiling) == pytest.approx((floor, ceiling), rel=1e-3)
+
+
+def _dev(**overrides) -> tuple[facts_mod.Facts, est.Estimate]:
+    from tools import params
+    facts = facts_mod.collect("dev", values=params.load_env("dev") | overrides)
+    return facts, est.build(facts, prices_mod.load("us-east-1"), est.assumptions())
+
+
+def test_scale_to_zero_drops_the_floor_by_the_gpu_instances():
+    (on_facts, on), (off_facts, off) = _dev(ScaleToZero="true"), _dev(ScaleToZero="false")
+    assert (on_facts.idle_minutes, off_facts.idle_minutes) == (30, None)
+    gpu = lambda e: next(x for x in e.lines if x.component.startswith("GPU instances"))  # noqa: E731
+    assert gpu(off).floor == pytest.approx(DEV_ON_SHARE * 1 * H * G5, rel=1e-3)
+    assert gpu(on).floor == 0.0 and gpu(on).ceiling == pytest.approx(gpu(off).ceiling)
+    assert off.floor - on.floor >= gpu(off).floor  # and the volumes, logs of the idle task
+    assert "idle: 0 tasks after 30 min without a request" in gpu(on).basis
+
+
+def test_facts_see_the_spot_group():
+    assert _dev(SpotInstances="true")[0].spot is True
+    assert _dev(SpotInstances="false")[0].spot is False
+
+
+SPOT = {"prices": {"g5.xlarge": {"us-east-1a": {"usd": 0.4, "timestamp": "2026-11-29T10:00:00+00:00"}}}}
+
+
+def test_spot_group_is_priced_at_the_dated_spot_figure():
+    line = est.build(_facts(spot=True), _book(spot=SPOT), est.assumptions()).lines[0]
+    assert line.component == "GPU instances (Spot)"
+    assert (line.floor, line.ceiling) == pytest.approx((1 * H * 0.4, 3 * H * 0.4))
+    assert "2026-11-29T10:00:00+00:00" in line.basis
+
+
+def test_spot_group_without_a_spot_price_shows_on_demand_as_the_upper_bound():
+    line = est.build(_facts(spot=True), _book(), est.assumptions()).lines[0]
+    assert line.component == "GPU instances (On-Demand)"
+    assert (line.floor, line.ceiling) == pytest.approx((1 * H * 1.0, 3 * H * 1.0))
+    assert "no Spot price (refresh: make cost-prices REGION=us-east-1)" in line.basis
 
 
 def test_dev_has_no_waf_and_no_endpoints(shipped):

@@ -103,9 +103,20 @@ def build(facts: Facts, book: PriceBook, assumed: dict[str, float]) -> Estimate:
     hourly = p.instance_hour(facts.instance_type)
     sched = ", ".join(f"{ph.min_tasks}-{ph.max_tasks} tasks {ph.share:.1%} of hours"
                       for ph in facts.schedule)
-    add("GPU instances (On-Demand)", inst["floor"] * H * hourly, inst["ceiling"] * H * hourly,
+    spot = book.spot_price(facts.instance_type)
+    idle = (f"; idle: 0 tasks after {facts.idle_minutes} min without a request (scale-to-zero)"
+            if facts.idle_minutes is not None else "")
+    if facts.spot and spot:
+        hourly = spot[0]
+        gpu_label, priced = "GPU instances (Spot)", f"Spot ${hourly}/h (highest AZ {spot[1]}, {spot[2]})"
+    else:
+        gpu_label, priced = "GPU instances (On-Demand)", f"${hourly}/h"
+        if facts.spot:
+            priced += (" On-Demand as the upper bound: SpotInstances is on but the price file has "
+                       f"no Spot price (refresh: make cost-prices REGION={facts.region})")
+    add(gpu_label, inst["floor"] * H * hourly, inst["ceiling"] * H * hourly,
         f"{inst['floor']:.2f} / {inst['ceiling']:.2f} instance-months of {facts.instance_type} "
-        f"at ${hourly}/h ({sched})")
+        f"at {priced} ({sched}{idle})")
     vol_price = p.usd(f"ebs.{facts.root_volume_type}")
     vol = facts.root_volume_gb * vol_price
     add("Root volumes (EBS)", inst["floor"] * vol, inst["ceiling"] * vol,
@@ -244,9 +255,10 @@ def build(facts: Facts, book: PriceBook, assumed: dict[str, float]) -> Estimate:
              f"{extra['floor']} instance(s) at the floor / {extra['ceiling']} at the ceiling while "
              f"it runs: ${extra['floor'] * hourly:.2f} / ${extra['ceiling'] * hourly:.2f} per hour "
              "of deploy (not in the monthly figures).")
-    spot = book.spot_price(facts.instance_type)
     spot_line = (f"Spot {facts.instance_type}: ${spot[0]}/h (highest AZ {spot[1]}, {spot[2]}): "
-                 f"the GPU line at the ceiling would be ${inst['ceiling'] * H * spot[0]:.2f}."
+                 f"the GPU line would be ${inst['floor'] * H * spot[0]:.2f} at the floor and "
+                 f"${inst['ceiling'] * H * spot[0]:.2f} at the ceiling (SpotInstances=true; "
+                 "README, Spot)."
                  if spot else f"Spot {facts.instance_type}: no Spot price in the price file "
                  f"(refresh: make cost-prices REGION={facts.region}).")
     return Estimate(env=facts.env, region=facts.region, lines=lines, surge=surge, assumed=dict(a),

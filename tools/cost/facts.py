@@ -63,6 +63,9 @@ class Facts:
     web_acls: int
     waf_rules: int
     notes: list[str] = field(default_factory=list)
+    # Minutes without a request after which a step policy sets 0 tasks (scale-to-zero), or None.
+    idle_minutes: int | None = None
+    spot: bool = False  # the GPU group launches Spot only (a mixed-instances policy, 0% On-Demand)
 
     def instances_for(self, tasks: int) -> int:
         """Instances the capacity provider keeps for `tasks` tasks: one GPU each, packed, at least
@@ -150,6 +153,8 @@ def from_rendering(env: str, rendered: render.Rendered) -> Facts:
     settings = {s["Name"]: s["Value"] for s in cluster.get("ClusterSettings", [])}
     acls = by_type("AWS::WAFv2::WebACL")
     pool = pools[0] if pools else None
+    mixed = asg.get("MixedInstancesPolicy") or {}
+    distribution = mixed.get("InstancesDistribution") or {}
     deploy = service.get("DeploymentConfiguration", {})
     return Facts(
         env=env, region=rendered.region, instance_type=instance_type,
@@ -190,4 +195,23 @@ def from_rendering(env: str, rendered: render.Rendered) -> Facts:
         dns_records=len(by_type("AWS::Route53::RecordSet")),
         web_acls=len(acls), waf_rules=sum(len(a.get("Rules", [])) for a in acls),
         notes=list(rendered.notes),
+        idle_minutes=_idle_minutes(by_type("AWS::ApplicationAutoScaling::ScalingPolicy"), alarms),
+        spot=bool(mixed) and int(distribution.get("OnDemandBaseCapacity", 0)) == 0
+        and int(distribution.get("OnDemandPercentageAboveBaseCapacity", 100)) == 0,
     )
+
+
+def _idle_minutes(policies: list[dict], alarms: list[dict]) -> int | None:
+    """IdleMinutes of scale-to-zero: the evaluation periods (60 s) of the alarm that invokes a
+    step policy setting exactly 0 tasks (stacks/scaling.py); None when there is no such policy.
+    The floor needs this policy: MinCapacity 0 alone lets the service reach 0, it does not take
+    it there."""
+    idle = [p["PolicyName"] for p in policies
+            if (p.get("StepScalingPolicyConfiguration") or {}).get("AdjustmentType") == "ExactCapacity"
+            and {s["ScalingAdjustment"] for s in p["StepScalingPolicyConfiguration"]
+                 ["StepAdjustments"]} == {0}]
+    for alarm in alarms:
+        if any(f"/policyName/{name}" in action for action in alarm.get("AlarmActions", [])
+               for name in idle):
+            return int(alarm["EvaluationPeriods"])
+    return None
