@@ -16,7 +16,13 @@ from app import logs
 from app import openapi as openapi_doc
 from app.context import info_of
 from app.errors import GatewayError, error_payload
-from app.middleware import AuthMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from app.middleware import (
+    ABORTER_KEY,
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+    connection_aborter,
+)
 from app.routers import health, ollama, openai
 from app.runtime import Gateway
 from app.settings import ConfigurationError, load_settings
@@ -51,6 +57,19 @@ class RouteTable:
 
     def is_protected(self, path: str) -> bool:
         return path not in self.public and path in self
+
+
+class GatewayApp(FastAPI):
+    """FastAPI, plus a way to drop a client connection (app.middleware.connection_aborter).
+
+    Starlette's outermost layer (ServerErrorMiddleware) wraps the server's `send`, so the
+    server's own channel is only seen here, before it is wrapped.
+    """
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope[ABORTER_KEY] = connection_aborter(send)
+        await super().__call__(scope, receive, send)
 
 
 def _check_auth(settings: Any) -> None:
@@ -97,7 +116,7 @@ def create_app(settings: Any | None = None) -> FastAPI:
             await gateway.stop()
 
     docs = settings.docs_enabled
-    app = FastAPI(
+    app = GatewayApp(
         title="LLM gateway",
         version="1",
         description="Authenticated, bounded, streaming front for Ollama (Ollama-native and "

@@ -10,9 +10,12 @@ Order, outermost first (see app.factory.create_app):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
+import socket
+import struct
 import traceback
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
@@ -28,11 +31,45 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+ABORTER_KEY = "gateway.aborter"  # set by app.factory.GatewayApp from the server's own send
 _OWN_HEADERS = {b"server", b"x-request-id", b"x-content-type-options", b"cache-control"}
 
 
 def _header(scope: Scope, name: bytes) -> list[bytes]:
     return [value for key, value in scope.get("headers", []) if key.lower() == name]
+
+
+def connection_aborter(send: Send) -> Callable[[], None] | None:
+    """A way to drop the client connection, when the server offers one.
+
+    ASGI has no message for it, and closing the transport (what uvicorn does when an app fails)
+    waits until the buffered bytes are written, which never happens for a client that does not
+    read. uvicorn's `send` is the bound method RequestResponseCycle.send, whose `transport` is
+    the connection (uvicorn 0.54.0, uvicorn/protocols/http/httptools_impl.py and h11_impl.py:
+    `self.transport = transport` in RequestResponseCycle.__init__); transport.abort() closes it
+    at once, discarding the buffer (asyncio.WriteTransport.abort; uvloop's UVStream.abort).
+    The cycle's `disconnected` flag is what uvicorn's connection_lost sets when the loss is
+    delivered (a loop iteration or more later); setting it now makes uvicorn's send a no-op at
+    once and keeps it from reporting a response the app "did not complete".
+    tests/app/test_write_bound.py fails if this stops reaching the connection.
+    """
+    cycle = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if not callable(getattr(transport, "abort", None)) or not hasattr(cycle, "disconnected"):
+        return None
+
+    def abort() -> None:
+        # SO_LINGER on with 0 s: the close is a reset, and the kernel frees the socket's send
+        # buffer too (socket(7), SO_LINGER); without it, a closed socket whose peer does not
+        # read lives on, orphaned, with its buffer, until TCP gives up on it.
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+        cycle.disconnected = True
+
+    return abort
 
 
 def _where(exc: BaseException) -> str:
@@ -65,6 +102,7 @@ class RequestContextMiddleware:
             route=path if path in self.routes else "unmatched",
             style=api_style(path),
         )
+        info.aborter = scope.get(ABORTER_KEY)
         scope[SCOPE_KEY] = info
         own = [
             (b"x-request-id", request_id.encode("ascii")),

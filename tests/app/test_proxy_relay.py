@@ -17,7 +17,8 @@ from app.context import SCOPE_KEY, RequestInfo
 from app.drain import Drain
 from app.errors import OLLAMA, OPENAI
 from app.limits import ConcurrencyLimiter
-from app.proxy import NDJSON, SSE, ProxyCall, _Downstream, _UsageTracker
+from app.proxy import ProxyCall
+from app.relay import NDJSON, SSE, Downstream, LineRelay
 
 
 class ScriptedUpstream:
@@ -26,8 +27,9 @@ class ScriptedUpstream:
 
     status = 200
 
-    def __init__(self, script: list[tuple[float, bytes]]) -> None:
+    def __init__(self, script: list[tuple[float, bytes]], content_type: str = NDJSON) -> None:
         self.script = list(script)
+        self.content_type = content_type
         self.due: float | None = None
         self.closed = False
 
@@ -59,7 +61,7 @@ def relay(style: str, script: list[tuple[float, bytes]], ping: float = 0.05):
         if message["type"] == "http.response.body":
             sent.append((time.monotonic() - started, message.get("body", b"")))
 
-    down = _Downstream(send, info, SSE if style == OPENAI else NDJSON)
+    down = Downstream(send, info, SSE if style == OPENAI else NDJSON)
     gateway = SimpleNamespace(settings=SimpleNamespace(stream_ping_seconds=ping))
     call = ProxyCall(gateway, "POST", "/x", stream=True)  # type: ignore[arg-type]
     return call, down, info, ScriptedUpstream(script), sent
@@ -92,15 +94,20 @@ def test_no_ping_in_the_middle_of_an_event():
     call, down, info, upstream, sent = relay(OPENAI, [
         (0, event(0) + whole[:10]), (0.2, whole[10:]), (0.12, b"data: [DONE]\n\n")])
     run(call._relay_stream(down, info, upstream))
-    text = b"".join(body for _, body in sent)
+    bodies = [body for _, body in sent]
+    text = b"".join(bodies)
     assert text.replace(b": ping\n\n", b"") == event(0) + whole + b"data: [DONE]\n\n"
-    before, _, after = text.partition(whole[10:])
-    assert b"ping" not in before  # 0.2 s of silence mid-event: no ping could go
+    # The half event is held back until it is whole, so the pings during the 0.2 s silence
+    # mid-event go between whole events, never inside one.
+    assert whole in bodies, "the event went out whole"
+    for piece in text.split(b": ping\n\n")[:-1]:
+        assert piece == b"" or piece.endswith(b"\n\n")
+    _, _, after = text.partition(whole)
     assert after.count(b": ping\n\n") >= 1  # the silence after the event is pinged
 
 
 def test_a_stream_that_never_goes_silent_is_not_pinged():
-    script = [(0.01, event(n)) for n in range(30)]
+    script = [(0.01, event(n)) for n in range(30)] + [(0.01, b"data: [DONE]\n\n")]
     call, down, info, upstream, sent = relay(OPENAI, script, ping=0.05)
     run(call._relay_stream(down, info, upstream))
     assert not [body for _, body in sent if body == b": ping\n\n"]
@@ -145,7 +152,7 @@ def test_usage_is_found_in_a_final_line_split_across_chunks():
 
 def test_openai_usage_block_and_error_are_accounted():
     info = RequestInfo("req", "POST", "/x", OPENAI)
-    tracker = _UsageTracker(info, SSE)
+    tracker = LineRelay(info, SSE)
     tracker.feed(event(0) + b'data: {"choices":[],"usage":{"prompt_tokens":3,')
     tracker.feed(b'"completion_tokens":2}}\n\ndata: {"error":{"message":"x"}}\n\n')
     assert (info.prompt_tokens, info.output_tokens) == (3, 2)
@@ -154,9 +161,10 @@ def test_openai_usage_block_and_error_are_accounted():
 
 def test_a_pathological_line_stops_the_accounting_not_the_relay():
     info = RequestInfo("req", "POST", "/x", OLLAMA)
-    tracker = _UsageTracker(info, NDJSON)
-    tracker.feed(b"x" * (1024 * 1024 + 1))
-    assert not tracker.enabled and tracker.partial == b""
+    tracker = LineRelay(info, NDJSON)
+    line = b"x" * (1024 * 1024 + 1)
+    assert tracker.feed(line) == line, "a pathological line is relayed as it comes"
+    assert not tracker.tracking and tracker.partial == b""
     tracker.feed(b'\n{"done":true,"eval_count":3}\n')
     assert info.output_tokens is None
 
@@ -165,14 +173,16 @@ class Exchange:
     """A whole ProxyCall as the server runs it: its own task, receive() and send()."""
 
     def __init__(self, script: list[tuple[float, bytes]], style: str = OLLAMA) -> None:
-        self.upstream = ScriptedUpstream(script)
+        self.upstream = ScriptedUpstream(script, SSE if style == OPENAI else NDJSON)
         upstream = self.upstream
 
         async def open_upstream(*_: Any, **__: Any) -> ScriptedUpstream:
             return upstream
 
         self.gateway = SimpleNamespace(
-            settings=SimpleNamespace(stream_ping_seconds=10.0, queue_timeout_seconds=1.0),
+            settings=SimpleNamespace(stream_ping_seconds=10.0, queue_timeout_seconds=1.0,
+                                     upstream_total_timeout_seconds=30.0,
+                                     client_write_timeout_seconds=30.0),
             drain=Drain(5.0), limiter=ConcurrencyLimiter(1),
             upstream=SimpleNamespace(open=open_upstream))
         self.info = RequestInfo("req", "POST", "/x", style)
