@@ -10,6 +10,7 @@ Order, outermost first (see app.factory.create_app):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -83,7 +84,7 @@ def _where(exc: BaseException) -> str:
 
 class RequestContextMiddleware:
     def __init__(
-        self, app: ASGIApp, *, routes: Collection[str], metrics: Metrics | None = None
+        self, app: ASGIApp, *, routes: Any, metrics: Metrics | None = None
     ) -> None:
         self.app = app
         self.routes = routes
@@ -99,7 +100,7 @@ class RequestContextMiddleware:
         info = RequestInfo(
             request_id=request_id,
             method=scope["method"],
-            route=path if path in self.routes else "unmatched",
+            route=self.routes.name(path) or "unmatched",
             style=api_style(path),
         )
         info.aborter = scope.get(ABORTER_KEY)
@@ -210,24 +211,33 @@ class AuthMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 for a body over the limit: at once from Content-Length, else while counting chunks.
+    """Reads the body of an authenticated request on a known route, bounded in size and time.
 
-    The body is read here in full (it is bounded by the limit) and replayed to the app; after
+    Runs inside AuthMiddleware, so no body is read before the key is checked; public and
+    unknown paths never have theirs read at all (their answers do not depend on it, and a
+    body nobody reads costs nothing: the server discards it). 413 for a body over the limit
+    (at once from Content-Length, else while counting chunks); 408 when the body does not
+    arrive within GATEWAY_REQUEST_BODY_TIMEOUT_SECONDS. The body is replayed to the app; after
     the replay, receive() is the server's again, so http.disconnect still reaches the app.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, routes: Any,
+                 timeout_seconds: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.routes = routes  # app.factory.RouteTable: is_protected(path)
+        self.timeout_seconds = timeout_seconds
 
-    async def _too_large(self, send: Send, info: RequestInfo) -> None:
-        info.reason = "body_too_large"
-        error = GatewayError(413, f"request body larger than {self.max_bytes} bytes",
-                             code="request_too_large")
+    async def _refuse(self, send: Send, info: RequestInfo, error: GatewayError) -> None:
+        info.reason = error.reason
         await send_error(send, info.style, error, info.request_id, close=True)
 
+    def _too_large(self) -> GatewayError:
+        return GatewayError(413, f"request body larger than {self.max_bytes} bytes",
+                            code="request_too_large", reason="body_too_large")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not self.routes.is_protected(scope["path"]):
             await self.app(scope, receive, send)
             return
         info = info_of(scope)
@@ -238,29 +248,21 @@ class BodyLimitMiddleware:
             except ValueError:
                 declared = self.max_bytes + 1
             if declared > self.max_bytes:
-                await self._too_large(send, info)
+                await self._refuse(send, info, self._too_large())
                 return
-        chunks: list[bytes] = []
-        total = 0
-        # Bounded: every message but the last carries at least one byte, and bytes are capped.
-        for _ in range(self.max_bytes + 2):
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                info.disconnected = True
-                info.reason = "client_disconnected"
-                return
-            body = message.get("body", b"")
-            total += len(body)
-            if total > self.max_bytes:
-                await self._too_large(send, info)
-                return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        else:
-            await self._too_large(send, info)
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                body = await self._read(receive, info)
+        except TimeoutError:
+            await self._refuse(send, info, GatewayError(
+                408, f"request body not received within {self.timeout_seconds:g} s",
+                code="request_timeout", reason="body_timeout"))
             return
-        body = b"".join(chunks)
+        if body is None:
+            return
+        if isinstance(body, GatewayError):
+            await self._refuse(send, info, body)
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -271,3 +273,23 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _read(self, receive: Receive, info: RequestInfo) -> bytes | GatewayError | None:
+        """The whole body; a GatewayError when too large; None when the client left."""
+        chunks: list[bytes] = []
+        total = 0
+        # Bounded: every message but the last carries at least one byte, and bytes are capped.
+        for _ in range(self.max_bytes + 2):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                info.disconnected = True
+                info.reason = "client_disconnected"
+                return None
+            body = message.get("body", b"")
+            total += len(body)
+            if total > self.max_bytes:
+                return self._too_large()
+            chunks.append(body)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+        return self._too_large()
