@@ -7,6 +7,7 @@ recording `send` for the server, so the timing rules can be checked to the milli
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -15,10 +16,10 @@ import pytest
 
 from app.context import SCOPE_KEY, RequestInfo
 from app.drain import Drain
-from app.errors import OLLAMA, OPENAI
+from app.errors import OLLAMA, OPENAI, GatewayError
 from app.limits import ConcurrencyLimiter
 from app.proxy import ProxyCall
-from app.relay import NDJSON, SSE, Downstream, LineRelay
+from app.relay import NDJSON, SSE, Downstream, LineRelay, check_stream_start
 
 
 class ScriptedUpstream:
@@ -172,7 +173,8 @@ def test_a_pathological_line_stops_the_accounting_not_the_relay():
 class Exchange:
     """A whole ProxyCall as the server runs it: its own task, receive() and send()."""
 
-    def __init__(self, script: list[tuple[float, bytes]], style: str = OLLAMA) -> None:
+    def __init__(self, script: list[tuple[float, bytes]], style: str = OLLAMA,
+                 total: float = 30.0, write_bound: float = 30.0) -> None:
         self.upstream = ScriptedUpstream(script, SSE if style == OPENAI else NDJSON)
         upstream = self.upstream
 
@@ -181,8 +183,8 @@ class Exchange:
 
         self.gateway = SimpleNamespace(
             settings=SimpleNamespace(stream_ping_seconds=10.0, queue_timeout_seconds=1.0,
-                                     upstream_total_timeout_seconds=30.0,
-                                     client_write_timeout_seconds=30.0),
+                                     upstream_total_timeout_seconds=total,
+                                     client_write_timeout_seconds=write_bound),
             drain=Drain(5.0), limiter=ConcurrencyLimiter(1),
             upstream=SimpleNamespace(open=open_upstream))
         self.info = RequestInfo("req", "POST", "/x", style)
@@ -190,6 +192,13 @@ class Exchange:
         self.disconnect = asyncio.Event()
         self.body = b""
         self.ended = False
+        self.block_after: int | None = None  # sends after this many bodies never return
+        self.bodies = 0
+        self.aborted = 0
+        self.info.aborter = self._abort
+
+    def _abort(self) -> None:
+        self.aborted += 1
 
     async def receive(self) -> dict[str, Any]:
         await self.disconnect.wait()
@@ -197,6 +206,9 @@ class Exchange:
 
     async def send(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body":
+            self.bodies += 1
+            if self.block_after is not None and self.bodies > self.block_after:
+                await asyncio.Event().wait()  # a client that stopped reading
             self.body += message.get("body", b"")
             self.ended = not message.get("more_body", False)
 
@@ -270,3 +282,72 @@ def test_a_finished_exchange_ignores_the_disconnect_that_follows():
     assert exchange.ended and not exchange.info.disconnected and exchange.info.reason is None
     assert exchange.info.output_tokens == 1
     exchange.assert_cleaned_up()
+
+
+def test_the_exchange_deadline_ends_a_stream_waiting_on_ollama_with_a_terminal_error():
+    """Deadline = total timeout + 0.5 s from the slot; the client reads, so it is told."""
+    async def scenario(exchange: Exchange) -> float:
+        started = time.monotonic()
+        await asyncio.wait_for(exchange.start(), 3)
+        return time.monotonic() - started
+
+    exchange = Exchange([(0, b'{"done":false}\n'), (10, b'{"done":true}\n')], total=0.2)
+    elapsed = run(scenario(exchange))
+    assert 0.65 < elapsed < 1.5
+    assert exchange.info.reason == "exchange_deadline" and exchange.ended
+    last = json.loads(exchange.body.splitlines()[-1])
+    assert last["error"].startswith("the exchange took longer than 0.2 s")
+    assert exchange.aborted == 0
+    exchange.assert_cleaned_up()
+
+
+def test_the_write_bound_drops_a_client_that_stopped_reading():
+    async def scenario(exchange: Exchange) -> float:
+        started = time.monotonic()
+        await asyncio.wait_for(exchange.start(), 3)
+        return time.monotonic() - started
+
+    exchange = Exchange(SLOW, write_bound=0.2)
+    exchange.block_after = 2
+    elapsed = run(scenario(exchange))
+    assert 0.2 < elapsed < 1.0
+    assert exchange.info.reason == "client_write_timeout"
+    assert exchange.aborted == 1 and not exchange.ended
+    exchange.assert_cleaned_up()
+
+
+def test_an_error_line_split_across_chunks_is_rewritten_whole():
+    info = RequestInfo("rid", "POST", "/x", OLLAMA)
+    lines = LineRelay(info, NDJSON)
+    out = lines.feed(b'{"done":false}\n{"error":"failed at /opt/ol')
+    assert out == b'{"done":false}\n'
+    out += lines.feed(b'lama/lib/x.so"}\n') + lines.flush()
+    last = json.loads(out.splitlines()[-1])
+    assert last == {"error": "Ollama failed: failed at <path>", "request_id": "rid"}
+    assert lines.errored and not lines.done
+
+
+def test_an_unterminated_last_object_is_read_at_the_end():
+    """Ollama answers a load-only request with one JSON object without a newline."""
+    lines = LineRelay(RequestInfo("r", "POST", "/x", OLLAMA), NDJSON)
+    assert lines.feed(b'{"done":true,"done_reason":"load"}') == b""
+    assert lines.flush() == b'{"done":true,"done_reason":"load"}' and lines.done
+
+
+@pytest.mark.parametrize(("status", "content_type", "stream_format", "ok"), [
+    (200, NDJSON, NDJSON, True),
+    (200, "application/json", NDJSON, True),
+    (200, "application/json", SSE, False),
+    (200, SSE, SSE, True),
+    (200, "text/html", NDJSON, False),
+    (307, NDJSON, NDJSON, False),
+    (204, NDJSON, NDJSON, True),
+])
+def test_check_stream_start(status, content_type, stream_format, ok):
+    upstream = SimpleNamespace(status=status, content_type=content_type)
+    if ok:
+        check_stream_start(upstream, stream_format)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(GatewayError) as caught:
+            check_stream_start(upstream, stream_format)  # type: ignore[arg-type]
+        assert caught.value.status == 502
