@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 MAX_UPSTREAM_BODY = 64 * 1024 * 1024
 # The watchdog's deadline runs a little past the upstream total timeout (both start at about
 # the same moment), so a slow Ollama is reported as Ollama's timeout (504), not as ours.
-_DEADLINE_MARGIN_SECONDS = 0.5
+_DEADLINE_MARGIN_SECONDS = 0.25
 # After the deadline, the terminal error to a client that reads gets this long to go out.
 _LAST_WORD_SECONDS = 1.0
 
