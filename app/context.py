@@ -11,6 +11,7 @@ import dataclasses
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from app.errors import api_style
@@ -52,6 +53,14 @@ class RequestInfo:
     upstream_status: int | None = None
     disconnected: bool = False
     reason: str | None = None  # short machine-readable cause of a non-2xx / cut stream
+    # Drops the client connection (set by the outermost middleware when the server offers it).
+    aborter: Callable[[], None] | None = dataclasses.field(default=None, repr=False)
+
+    def abort_connection(self) -> None:
+        """Drop the client connection at once (a reset; whatever is buffered for it is freed)."""
+        if self.aborter is not None:
+            self.aborter()
+            self.aborter = None
 
     @property
     def ttft_ms(self) -> float | None:

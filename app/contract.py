@@ -73,6 +73,13 @@ class TimeoutBudget:
     stream_ping_seconds: int = 15
     # After SIGTERM: how long uvicorn lets in-flight requests finish before it closes them.
     graceful_shutdown_seconds: int = 25
+    # The longest one write to the client may block (its socket buffers full: a client that
+    # stopped reading). Beyond it the exchange is cut: upstream closed, slot freed, connection
+    # dropped. The whole exchange (slot taken to last byte written) is bounded by
+    # max_generation_seconds; this bound frees the slot sooner than that.
+    client_write_seconds: int = 30
+    # The longest the gateway waits for a request body once the headers are in (408 beyond).
+    request_body_seconds: int = 30
 
     @property
     def alb_idle_timeout_seconds(self) -> int:
@@ -116,6 +123,13 @@ class TimeoutBudget:
              "deregistration delay must cover the longest generation"),
             (self.container_stop_timeout_seconds > self.graceful_shutdown_seconds,
              "container stop timeout must exceed uvicorn's graceful shutdown"),
+            (0 < self.client_write_seconds < self.max_generation_seconds,
+             "client write bound must be positive and shorter than the longest generation"),
+            (self.client_write_seconds <= self.first_token_seconds,
+             "client write bound must not exceed the first-token timeout (a client may not "
+             "stall longer than Ollama may)"),
+            (0 < self.request_body_seconds < self.alb_idle_timeout_seconds,
+             "request body timeout must be positive and shorter than the ALB idle timeout"),
             (self.alb_idle_timeout_seconds <= 4000,
              "ALB idle timeout must be at most 4000 s (AWS limit)"),
             (self.deregistration_delay_seconds <= 3600,
@@ -207,6 +221,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("GATEWAY_UPSTREAM_TOTAL_TIMEOUT_SECONDS", "float",
             float(TIMEOUTS.max_generation_seconds), Source.LOCAL,
             "Longest upstream request end to end (504 or a terminal stream error beyond)."),
+    Setting("GATEWAY_CLIENT_WRITE_TIMEOUT_SECONDS", "float",
+            float(TIMEOUTS.client_write_seconds), Source.LOCAL,
+            "Longest one write to the client may block (client not reading): the exchange is "
+            "cut, the slot freed."),
+    Setting("GATEWAY_REQUEST_BODY_TIMEOUT_SECONDS", "float",
+            float(TIMEOUTS.request_body_seconds), Source.LOCAL,
+            "Longest wait for a request body after its headers (408 beyond)."),
     Setting("GATEWAY_STREAM_PING_SECONDS", "float", float(TIMEOUTS.stream_ping_seconds),
             Source.LOCAL, "Silence after which an OpenAI stream gets a ': ping' comment."),
     Setting("GATEWAY_GRACEFUL_SHUTDOWN_SECONDS", "float",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,13 +11,19 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
-from starlette.middleware.cors import CORSMiddleware
 
 from app import logs
 from app import openapi as openapi_doc
 from app.context import info_of
+from app.cors import GatewayCORS
 from app.errors import GatewayError, error_payload
-from app.middleware import AuthMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from app.middleware import (
+    ABORTER_KEY,
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+    connection_aborter,
+)
 from app.routers import health, ollama, openai
 from app.runtime import Gateway
 from app.settings import ConfigurationError, load_settings
@@ -29,28 +36,62 @@ DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json"})
 class RouteTable:
     """The app's routes as the middleware sees them (read live, so no route escapes auth).
 
-    Every route of this app has a fixed path (no path parameters), so matching is by path.
-    Reading them walks FastAPI's route tree (about 10 us), so the paths found are kept: a path
-    among them is answered at once, any other path is looked up afresh (so a route added after
-    start is protected from its first request; only a 404 pays for the walk).
+    Matching is by path: fixed paths exactly, routes with a path parameter by their regex
+    (Starlette's own). Reading them walks FastAPI's route tree (about 10 us), so what was found
+    is kept: a path among them is answered at once, any other path is looked up afresh (so a
+    route added after start is protected from its first request; only a 404 pays for the walk).
+    `name(path)` is what the access log calls the route: the template, never the raw path.
     """
 
     def __init__(self, app: FastAPI, public: frozenset[str]) -> None:
         self.app = app
         self.public = public
         self._seen: frozenset[str] = frozenset()
+        self._patterns: tuple[tuple[re.Pattern[str], str], ...] = ()
 
-    def paths(self) -> frozenset[str]:
-        return frozenset(rc.path for rc in iter_route_contexts(self.app.routes) if rc.path)
+    def _refresh(self) -> None:
+        fixed, patterns = set(), []
+        for context in iter_route_contexts(self.app.routes):
+            path = context.path
+            if not path:
+                continue
+            regex = getattr(context.route, "path_regex", None)
+            if "{" in path and regex is not None:
+                patterns.append((regex, context.path_format))
+            else:
+                fixed.add(path)
+        self._seen, self._patterns = frozenset(fixed), tuple(patterns)
+
+    def name(self, path: str) -> str | None:
+        if path in self._seen:
+            return path
+        for _ in range(2):  # the kept tables, then fresh ones
+            for regex, template in self._patterns:
+                if regex.match(path):
+                    return template
+            if path in self._seen:
+                return path
+            self._refresh()
+        return None
 
     def __contains__(self, path: object) -> bool:
-        if path in self._seen:
-            return True
-        self._seen = self.paths()
-        return path in self._seen
+        return isinstance(path, str) and self.name(path) is not None
 
     def is_protected(self, path: str) -> bool:
         return path not in self.public and path in self
+
+
+class GatewayApp(FastAPI):
+    """FastAPI, plus a way to drop a client connection (app.middleware.connection_aborter).
+
+    Starlette's outermost layer (ServerErrorMiddleware) wraps the server's `send`, so the
+    server's own channel is only seen here, before it is wrapped.
+    """
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope[ABORTER_KEY] = connection_aborter(send)
+        await super().__call__(scope, receive, send)
 
 
 def _check_auth(settings: Any) -> None:
@@ -97,7 +138,7 @@ def create_app(settings: Any | None = None) -> FastAPI:
             await gateway.stop()
 
     docs = settings.docs_enabled
-    app = FastAPI(
+    app = GatewayApp(
         title="LLM gateway",
         version="1",
         description="Authenticated, bounded, streaming front for Ollama (Ollama-native and "
@@ -120,16 +161,11 @@ def create_app(settings: Any | None = None) -> FastAPI:
     openapi_doc.install(app, public)
 
     # add_middleware prepends: the last added is the outermost.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, routes=routes,
+                       timeout_seconds=settings.request_body_timeout_seconds)
     app.add_middleware(AuthMiddleware, keys=settings.keys, routes=routes,
                        disabled=settings.auth_disabled)
     if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
-        )
+        app.add_middleware(GatewayCORS, origins=list(settings.cors_origins))
     app.add_middleware(RequestContextMiddleware, routes=routes, metrics=gateway.metrics)
     return app

@@ -10,9 +10,13 @@ Order, outermost first (see app.factory.create_app):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
+import socket
+import struct
 import traceback
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
@@ -28,11 +32,45 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+ABORTER_KEY = "gateway.aborter"  # set by app.factory.GatewayApp from the server's own send
 _OWN_HEADERS = {b"server", b"x-request-id", b"x-content-type-options", b"cache-control"}
 
 
 def _header(scope: Scope, name: bytes) -> list[bytes]:
     return [value for key, value in scope.get("headers", []) if key.lower() == name]
+
+
+def connection_aborter(send: Send) -> Callable[[], None] | None:
+    """A way to drop the client connection, when the server offers one.
+
+    ASGI has no message for it, and closing the transport (what uvicorn does when an app fails)
+    waits until the buffered bytes are written, which never happens for a client that does not
+    read. uvicorn's `send` is the bound method RequestResponseCycle.send, whose `transport` is
+    the connection (uvicorn 0.54.0, uvicorn/protocols/http/httptools_impl.py and h11_impl.py:
+    `self.transport = transport` in RequestResponseCycle.__init__); transport.abort() closes it
+    at once, discarding the buffer (asyncio.WriteTransport.abort; uvloop's UVStream.abort).
+    The cycle's `disconnected` flag is what uvicorn's connection_lost sets when the loss is
+    delivered (a loop iteration or more later); setting it now makes uvicorn's send a no-op at
+    once and keeps it from reporting a response the app "did not complete".
+    tests/app/test_write_bound.py fails if this stops reaching the connection.
+    """
+    cycle = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if not callable(getattr(transport, "abort", None)) or not hasattr(cycle, "disconnected"):
+        return None
+
+    def abort() -> None:
+        # SO_LINGER on with 0 s: the close is a reset, and the kernel frees the socket's send
+        # buffer too (socket(7), SO_LINGER); without it, a closed socket whose peer does not
+        # read lives on, orphaned, with its buffer, until TCP gives up on it.
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+        cycle.disconnected = True
+
+    return abort
 
 
 def _where(exc: BaseException) -> str:
@@ -46,7 +84,7 @@ def _where(exc: BaseException) -> str:
 
 class RequestContextMiddleware:
     def __init__(
-        self, app: ASGIApp, *, routes: Collection[str], metrics: Metrics | None = None
+        self, app: ASGIApp, *, routes: Any, metrics: Metrics | None = None
     ) -> None:
         self.app = app
         self.routes = routes
@@ -62,9 +100,10 @@ class RequestContextMiddleware:
         info = RequestInfo(
             request_id=request_id,
             method=scope["method"],
-            route=path if path in self.routes else "unmatched",
+            route=self.routes.name(path) or "unmatched",
             style=api_style(path),
         )
+        info.aborter = scope.get(ABORTER_KEY)
         scope[SCOPE_KEY] = info
         own = [
             (b"x-request-id", request_id.encode("ascii")),
@@ -172,24 +211,33 @@ class AuthMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 for a body over the limit: at once from Content-Length, else while counting chunks.
+    """Reads the body of an authenticated request on a known route, bounded in size and time.
 
-    The body is read here in full (it is bounded by the limit) and replayed to the app; after
+    Runs inside AuthMiddleware, so no body is read before the key is checked; public and
+    unknown paths never have theirs read at all (their answers do not depend on it, and a
+    body nobody reads costs nothing: the server discards it). 413 for a body over the limit
+    (at once from Content-Length, else while counting chunks); 408 when the body does not
+    arrive within GATEWAY_REQUEST_BODY_TIMEOUT_SECONDS. The body is replayed to the app; after
     the replay, receive() is the server's again, so http.disconnect still reaches the app.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, routes: Any,
+                 timeout_seconds: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.routes = routes  # app.factory.RouteTable: is_protected(path)
+        self.timeout_seconds = timeout_seconds
 
-    async def _too_large(self, send: Send, info: RequestInfo) -> None:
-        info.reason = "body_too_large"
-        error = GatewayError(413, f"request body larger than {self.max_bytes} bytes",
-                             code="request_too_large")
+    async def _refuse(self, send: Send, info: RequestInfo, error: GatewayError) -> None:
+        info.reason = error.reason
         await send_error(send, info.style, error, info.request_id, close=True)
 
+    def _too_large(self) -> GatewayError:
+        return GatewayError(413, f"request body larger than {self.max_bytes} bytes",
+                            code="request_too_large", reason="body_too_large")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not self.routes.is_protected(scope["path"]):
             await self.app(scope, receive, send)
             return
         info = info_of(scope)
@@ -200,29 +248,21 @@ class BodyLimitMiddleware:
             except ValueError:
                 declared = self.max_bytes + 1
             if declared > self.max_bytes:
-                await self._too_large(send, info)
+                await self._refuse(send, info, self._too_large())
                 return
-        chunks: list[bytes] = []
-        total = 0
-        # Bounded: every message but the last carries at least one byte, and bytes are capped.
-        for _ in range(self.max_bytes + 2):
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                info.disconnected = True
-                info.reason = "client_disconnected"
-                return
-            body = message.get("body", b"")
-            total += len(body)
-            if total > self.max_bytes:
-                await self._too_large(send, info)
-                return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        else:
-            await self._too_large(send, info)
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                body = await self._read(receive, info)
+        except TimeoutError:
+            await self._refuse(send, info, GatewayError(
+                408, f"request body not received within {self.timeout_seconds:g} s",
+                code="request_timeout", reason="body_timeout"))
             return
-        body = b"".join(chunks)
+        if body is None:
+            return
+        if isinstance(body, GatewayError):
+            await self._refuse(send, info, body)
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -233,3 +273,23 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _read(self, receive: Receive, info: RequestInfo) -> bytes | GatewayError | None:
+        """The whole body; a GatewayError when too large; None when the client left."""
+        chunks: list[bytes] = []
+        total = 0
+        # Bounded: every message but the last carries at least one byte, and bytes are capped.
+        for _ in range(self.max_bytes + 2):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                info.disconnected = True
+                info.reason = "client_disconnected"
+                return None
+            body = message.get("body", b"")
+            total += len(body)
+            if total > self.max_bytes:
+                return self._too_large()
+            chunks.append(body)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+        return self._too_large()

@@ -24,6 +24,7 @@ _DESCRIPTIONS = {
     401: "Missing or wrong `Authorization: Bearer <key>`.",
     404: "Model not allowed here (the message names the allowed models), or Ollama does not "
          "have it.",
+    408: "The request body did not arrive within GATEWAY_REQUEST_BODY_TIMEOUT_SECONDS.",
     413: "Request body larger than GATEWAY_MAX_BODY_BYTES.",
     429: "Every concurrency slot stayed busy for GATEWAY_QUEUE_TIMEOUT_SECONDS; retry after "
          "Retry-After seconds.",
@@ -53,8 +54,8 @@ def responses(
         ok_doc["description"] = (f"Ollama's answer: application/json when not streaming, "
                                  f"{stream_media} when streaming (passed through as it comes).")
         ok_doc["content"] = {stream_media: {}}
-    statuses = [400, 401, 404, 413, 429, 502, 503, 504] if generation else \
-        [400, 401, 404, 413, 502, 503, 504]
+    statuses = [400, 401, 404, 408, 413, 429, 502, 503, 504] if generation else \
+        [400, 401, 404, 408, 413, 502, 503, 504]
     result: dict[int | str, dict[str, Any]] = {200: ok_doc}
     for status in statuses:
         result[status] = {"model": error, "description": _DESCRIPTIONS[status]}
@@ -101,6 +102,9 @@ def install(app: FastAPI, public_paths: set[str]) -> None:
         for path, item in document.get("paths", {}).items():
             for operation in item.values():
                 operation["security"] = [] if path in public_paths else [{BEARER: []}]
+                # FastAPI documents a 422 for any route with a parameter; the only one here
+                # is a path string that always validates, and errors are 400 anyway.
+                operation.get("responses", {}).pop("422", None)
         app.openapi_schema = document
         return document
 

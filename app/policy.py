@@ -20,7 +20,12 @@ Decisions (documented here and in the OpenAPI descriptions):
   routes have no such field (docs/openai.md), so the Ollama server must run with
   OLLAMA_CONTEXT_LENGTH equal to GATEWAY_CONTEXT_TOKENS for them.
 - keep_alive is removed (a client could otherwise unload the model for everyone); load-time
-  options that would force a model reload (num_gpu, num_thread, ...) are refused with 400.
+  options that would force a model reload (num_gpu, num_thread, ...) are refused with 400 when
+  they are SET. An option whose value is null is unset (Ollama reads a null option as absent;
+  LangChain's OllamaEmbeddings sends every option it knows, most of them null): nulls are
+  dropped before forwarding, whatever the option.
+- /api/show answers only for allowed models and passes on the fields listed in SHOW_FIELDS;
+  the modelfile's FROM and ADAPTER lines (server paths to blobs) are replaced.
 """
 
 from __future__ import annotations
@@ -105,12 +110,7 @@ class Policy:
             data["model"] = self.models[0]
             return self.models[0]
         if not self.is_allowed(value):
-            raise GatewayError(
-                404,
-                f"model '{scrub(str(value))[:100]}' is not available here; allowed models: "
-                + ", ".join(self.models),
-                code="model_not_found",
-            )
+            raise self.not_found(value)
         return value
 
     def _check_context(self, tokens: int) -> None:
@@ -122,7 +122,7 @@ class Policy:
             )
 
     def _ollama_options(self, data: dict[str, Any], generation: bool) -> None:
-        options = dict(data.get("options") or {})
+        options = {k: v for k, v in (data.get("options") or {}).items() if v is not None}
         refused = sorted(LOAD_TIME_OPTIONS.intersection(options))
         if refused:
             raise _bad(f"options not allowed through the gateway: {', '.join(refused)}")
@@ -182,6 +182,21 @@ class Policy:
         self._check_inputs(data["input"])
         return Prepared(data, model, False)
 
+    def ollama_embeddings(self, data: dict[str, Any]) -> Prepared:
+        """The legacy /api/embeddings (one `prompt`, one `embedding` back)."""
+        validate(schemas.OllamaEmbeddingsRequest, data)
+        model = self.model(data)
+        self._ollama_options(data, generation=False)
+        self._check_context(estimate_tokens(data.get("prompt") or ""))
+        return Prepared(data, model, False)
+
+    def ollama_show(self, data: dict[str, Any]) -> Prepared:
+        validate(schemas.OllamaShowRequest, data)
+        if data.get("model") in (None, "") and isinstance(data.get("name"), str):
+            data["model"] = data.pop("name")  # the field's old name, still accepted by Ollama
+        model = self.model(data)
+        return Prepared({"model": model, "verbose": data.get("verbose") is True}, model, False)
+
     def openai_chat(self, data: dict[str, Any]) -> Prepared:
         validate(schemas.OpenAIChatRequest, data)
         model = self.model(data)
@@ -218,7 +233,63 @@ class Policy:
         self._check_inputs(data["input"])
         return Prepared(data, model, False)
 
+    def not_found(self, name: object) -> GatewayError:
+        """The answer for a model that is not allowed (or does not exist): one for both."""
+        return GatewayError(
+            404,
+            f"model '{scrub(str(name))[:100]}' is not available here; allowed models: "
+            + ", ".join(self.models),
+            code="model_not_found",
+        )
+
+    def allowed_entries(self, entries: Any, *keys: str) -> list[dict[str, Any]]:
+        """The entries of a listing (Ollama's tags/ps, OpenAI's models) naming an allowed model
+        under the first of `keys` that is present."""
+        kept = []
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and self.is_allowed(
+                    next((entry[k] for k in keys if entry.get(k)), None)):
+                kept.append(entry)
+        return kept
+
     def _check_inputs(self, inputs: str | list[str]) -> None:
         # Each input is embedded on its own, so each must fit the context.
         for text in [inputs] if isinstance(inputs, str) else inputs:
             self._check_context(estimate_tokens(text))
+
+
+# /api/show fields passed to clients (docs/api.md "Show Model Information"): what editors and
+# chat UIs read (capabilities, template, parameters, details, model_info, the license). Any
+# other field, present or future, is dropped: it might carry a server path.
+SHOW_FIELDS = ("license", "modelfile", "parameters", "template", "system", "details",
+               "model_info", "projector_info", "capabilities", "modified_at", "messages",
+               "tensors")
+# Modelfile instructions whose argument is a file on the server (docs/modelfile.md):
+# `ollama show` writes `FROM /…/models/blobs/sha256-…` for the weights.
+_PATH_INSTRUCTIONS = ("FROM", "ADAPTER")
+
+
+def show_answer(model: str) -> Any:
+    """The transform of an /api/show answer: allowed fields only, no server paths."""
+
+    def transform(data: Any) -> Any:
+        if not isinstance(data, dict):
+            return {}
+        kept = {k: data[k] for k in SHOW_FIELDS if k in data}
+        if isinstance(kept.get("modelfile"), str):
+            kept["modelfile"] = _without_paths(kept["modelfile"], model)
+        return kept
+
+    return transform
+
+
+def _without_paths(modelfile: str, model: str) -> str:
+    lines = []
+    for line in modelfile.split("\n"):
+        word = line.split(maxsplit=1)[0].upper() if line.strip() else ""
+        if word == "FROM":
+            line = f"FROM {model}"
+        elif word in _PATH_INSTRUCTIONS:
+            continue
+        lines.append(line)
+    return "\n".join(lines)

@@ -1,19 +1,27 @@
 """A proxied exchange with Ollama, as an ASGI response: admission, upstream call, pass-through.
 
-One ProxyCall serves one request. Three things run at once and the first to finish decides:
+One ProxyCall serves one request. What may end it, the first to happen deciding:
 
   work      take a concurrency slot (generations only), call Ollama, relay the answer; it runs
-            in the request's own task, which the other two cancel (saying why)
-  watcher   wait for http.disconnect from the client (a task)
-  deadline  the drain deadline (app.drain; a future)
+            in the request's own task, which the others cancel (saying why)
+  watcher   http.disconnect from the client (a task)
+  drain     the drain deadline (app.drain; a future)
+  watchdog  from the moment the slot is taken: the exchange deadline (the budget's longest
+            generation, writes to the client included) and the client write bound (one write
+            blocked that long: a client that stopped reading) (app.relay.Watchdog)
 
-A client that goes away - while queued, during time to first token, mid-stream, or while a
-non-streaming answer is being generated - cancels `work`, whose cleanup closes the upstream
-connection, so Ollama stops generating. The response status is decided only when Ollama's first
-body byte arrives (Ollama sends its headers with it), so a failure before that is a proper status
-(503/504/502/4xx) in the route's error shape; after it, a failure ends the stream with a terminal
-error line (NDJSON) or error event (SSE) and a clean end of the body. OpenAI streams get a
-`: ping` comment during silences, only after the first byte and only between two events.
+Whatever cancels `work`, its cleanup closes the upstream connection (Ollama stops generating)
+and frees the slot. The watchdog's two reasons also drop the client connection: a client that
+does not read cannot be told, and a pending write must not keep the connection (and its
+buffers) alive. The access log's `reason` names which one fired.
+
+The response status is decided only when Ollama's first body byte arrives (Ollama sends its
+headers with it), so a failure before that is a proper status (503/504/502/4xx) in the route's
+error shape; a streaming answer must be 2xx and of a stream's media type (app.relay.
+check_stream_start). After the first byte, a failure ends the stream with a terminal error line
+(NDJSON) or error event (SSE) and a clean end of the body; so does a stream that ends without
+its end marker. OpenAI streams get a `: ping` comment during silences, only after the first
+byte and only between two events.
 """
 
 from __future__ import annotations
@@ -28,17 +36,28 @@ from typing import TYPE_CHECKING, Any
 from starlette.responses import Response
 
 from app.context import RequestInfo, info_of
-from app.errors import OPENAI, GatewayError, error_payload, send_error
+from app.errors import OPENAI, GatewayError
+from app.relay import (
+    NDJSON,
+    SSE,
+    Downstream,
+    LineRelay,
+    Pings,
+    Watchdog,
+    account,
+    check_stream_start,
+)
 from app.upstream import MAX_ERROR_BODY, UpstreamResponse, upstream_status_error
 
 if TYPE_CHECKING:
     from app.runtime import Gateway
 
-NDJSON = "application/x-ndjson"
-SSE = "text/event-stream"
-JSON = "application/json"
 MAX_UPSTREAM_BODY = 64 * 1024 * 1024
-_MAX_TRACKED_LINE = 1024 * 1024
+# The watchdog's deadline runs a little past the upstream total timeout (both start at about
+# the same moment), so a slow Ollama is reported as Ollama's timeout (504), not as ours.
+_DEADLINE_MARGIN_SECONDS = 0.25
+# After the deadline, the terminal error to a client that reads gets this long to go out.
+_LAST_WORD_SECONDS = 1.0
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
@@ -50,131 +69,6 @@ async def _wait_for_disconnect(receive: Receive) -> None:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
-
-
-class _Downstream:
-    """The client side of the exchange: knows what it has sent, so it can end it properly."""
-
-    def __init__(self, send: Send, info: RequestInfo, stream_format: str | None) -> None:
-        self.send = send
-        self.info = info
-        self.format = stream_format
-        self.started = False
-        self.finished = False
-        self.tail = b"\n\n"
-
-    @property
-    def at_event_boundary(self) -> bool:
-        return self.tail.endswith(b"\n\n")
-
-    async def start_stream(self) -> None:
-        assert self.format is not None
-        self.started = True
-        await self.send({
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", self.format.encode())],
-        })
-
-    async def write(self, chunk: bytes) -> None:
-        self.tail = chunk[-2:] if len(chunk) >= 2 else (self.tail + chunk)[-2:]
-        await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
-
-    async def finish(self) -> None:
-        if not self.finished:
-            self.finished = True
-            await self.send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def whole(self, body: bytes) -> None:
-        self.started = self.finished = True
-        await self.send({
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", JSON.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        })
-        await self.send({"type": "http.response.body", "body": body, "more_body": False})
-
-    def _terminal(self, error: GatewayError) -> bytes:
-        payload = error_payload(self.info.style, error.status, error.message,
-                                self.info.request_id, error.code)
-        text = json.dumps(payload, separators=(",", ":")).encode()
-        if self.format == SSE:
-            close = b"" if self.tail.endswith(b"\n\n") else (
-                b"\n" if self.tail.endswith(b"\n") else b"\n\n")
-            return close + b"data: " + text + b"\n\n"
-        return (b"" if self.tail.endswith(b"\n") else b"\n") + text + b"\n"
-
-    async def fail(self, error: GatewayError, *, close: bool = False) -> None:
-        if self.finished:
-            return
-        if not self.started:
-            self.started = self.finished = True
-            await send_error(self.send, self.info.style, error, self.info.request_id,
-                             close=close)
-            return
-        await self.write(self._terminal(error))
-        await self.finish()
-
-
-def _has_marker(data: bytes, end: int) -> bool:
-    """A line worth a JSON parse: Ollama's final object, an OpenAI usage block, an error."""
-    return (data.find(b'"done":true', 0, end) >= 0 or data.find(b'"done": true', 0, end) >= 0
-            or data.find(b'"usage"', 0, end) >= 0 or data.find(b'"error"', 0, end) >= 0)
-
-
-class _UsageTracker:
-    """Finds the token counts Ollama reports, without parsing every line of a stream."""
-
-    def __init__(self, info: RequestInfo, stream_format: str | None) -> None:
-        self.info = info
-        self.sse = stream_format == SSE
-        self.partial = b""
-        self.enabled = True
-
-    def feed(self, chunk: bytes) -> None:
-        if not self.enabled:
-            return
-        data = self.partial + chunk if self.partial else chunk
-        end = data.rfind(b"\n") + 1  # complete lines are data[:end]; 0 when there is none
-        self.partial = data[end:]
-        if len(self.partial) > _MAX_TRACKED_LINE:
-            self.enabled = False  # a pathological line: stop looking, keep relaying
-            self.partial = b""
-        # Most chunks carry one token and no marker: a scan for each marker, no split, no copy.
-        if end and _has_marker(data, end):
-            for line in data[:end].split(b"\n"):
-                if _has_marker(line, len(line)):
-                    self._line(line)
-
-    def _line(self, line: bytes) -> None:
-        if self.sse:
-            if not line.startswith(b"data:"):
-                return
-            line = line[5:].strip()
-        try:
-            data = json.loads(line)
-        except ValueError:
-            return
-        if isinstance(data, dict):
-            account(self.info, data)
-
-
-def account(info: RequestInfo, data: dict[str, Any]) -> None:
-    """Token counts from an Ollama final object or an OpenAI usage block, when present."""
-    if data.get("error") is not None:
-        info.reason = info.reason or "upstream_error_in_body"
-    usage = data.get("usage")
-    if isinstance(usage, dict):
-        prompt, output = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    else:
-        prompt, output = data.get("prompt_eval_count"), data.get("eval_count")
-    if isinstance(prompt, int) and not isinstance(prompt, bool):
-        info.prompt_tokens = prompt
-    if isinstance(output, int) and not isinstance(output, bool):
-        info.output_tokens = output
 
 
 class ProxyCall(Response):
@@ -210,10 +104,10 @@ class ProxyCall(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         info = info_of(scope)
         info.proxied = self.generation
-        down = _Downstream(send, info, self._stream_format(info))
+        down = Downstream(send, info, self._stream_format(info))
         drain = self.gateway.drain
         # `work` runs in this task (no task of its own: one hop less of the event loop before
-        # the upstream request goes out); the watcher and the deadline cancel it, saying why.
+        # the upstream request goes out); the others cancel it, saying why.
         task = asyncio.current_task()
         assert task is not None
         cancelling = task.cancelling()
@@ -229,8 +123,10 @@ class ProxyCall(Response):
         watcher.add_done_callback(lambda t: t.cancelled() or interrupt("client"))
         deadline = drain.watch()
         deadline.add_done_callback(lambda f: f.cancelled() or interrupt("deadline"))
+        watchdogs: list[Watchdog] = []
         try:
-            await self._work(down, info)
+            await self._work(down, info, lambda: watchdogs.append(self._watchdog(down,
+                                                                                 interrupt)))
         except asyncio.CancelledError:
             if not why or task.uncancel() > cancelling:
                 # The server cancelled the request (its own graceful-shutdown limit ran out
@@ -244,17 +140,47 @@ class ProxyCall(Response):
             if why[0] == "client":
                 info.disconnected = True
                 info.reason = "client_disconnected"
-            else:
+            elif why[0] == "deadline":
                 info.reason = "cut_at_shutdown"
                 await down.fail(GatewayError(
                     503, "the gateway is shutting down: the stream was cut at the end of the "
                     "grace period", code="shutting_down"))
+            else:
+                await self._cut(down, info, why[0])
         finally:
             ended = True
             watcher.cancel()
             drain.unwatch(deadline)
+            for watchdog in watchdogs:
+                watchdog.close()
 
-    async def _work(self, down: _Downstream, info: RequestInfo) -> None:
+    def _watchdog(self, down: Downstream, interrupt: Callable[[str], None]) -> Watchdog:
+        settings = self.gateway.settings
+        return Watchdog(down, settings.upstream_total_timeout_seconds + _DEADLINE_MARGIN_SECONDS,
+                        settings.client_write_timeout_seconds, interrupt)
+
+    async def _cut(self, down: Downstream, info: RequestInfo, reason: str) -> None:
+        """The watchdog fired (the slot is already free, the upstream closed): end the exchange.
+
+        A write was blocked (the client is not reading): drop the connection at once. Otherwise
+        (the deadline passed while Ollama was still answering) the client gets a terminal error
+        if it takes it within a second, and the connection is dropped if it does not.
+        """
+        info.reason = reason
+        if reason == "client_write_timeout" or down.writing_since is not None:
+            info.abort_connection()
+            return
+        limit = self.gateway.settings.upstream_total_timeout_seconds
+        error = GatewayError(504, f"the exchange took longer than {limit:g} s",
+                             code="upstream_timeout", reason=reason)
+        try:
+            async with asyncio.timeout(_LAST_WORD_SECONDS):
+                await down.fail(error)
+        except TimeoutError:
+            info.abort_connection()
+
+    async def _work(self, down: Downstream, info: RequestInfo,
+                    admitted: Callable[[], None]) -> None:
         gateway = self.gateway
         slot = False
         try:
@@ -268,6 +194,7 @@ class ProxyCall(Response):
                                        code="rate_limit_exceeded", reason="over_capacity",
                                        headers=[("Retry-After", str(retry))])
                 slot = True
+            admitted()
             await self._exchange(down, info)
         except GatewayError as error:
             info.reason = info.reason or error.reason
@@ -276,7 +203,7 @@ class ProxyCall(Response):
             if slot:
                 gateway.limiter.release()
 
-    async def _exchange(self, down: _Downstream, info: RequestInfo) -> None:
+    async def _exchange(self, down: Downstream, info: RequestInfo) -> None:
         upstream = await self.gateway.upstream.open(
             self.method, self.path, self.payload, stream=self.stream, quick=not self.generation)
         try:
@@ -285,15 +212,20 @@ class ProxyCall(Response):
                 raise upstream_status_error(upstream.status,
                                             await upstream.read_all(MAX_ERROR_BODY))
             if down.format is not None:
+                check_stream_start(upstream, down.format)
                 await self._relay_stream(down, info, upstream)
             else:
+                if not 200 <= upstream.status < 300:
+                    raise GatewayError(502, f"Ollama answered with status {upstream.status}",
+                                       code="upstream_error",
+                                       reason=f"upstream_{upstream.status}")
                 await self._relay_whole(down, info, upstream)
             upstream.release()
         finally:
             upstream.close()
 
     async def _relay_whole(
-        self, down: _Downstream, info: RequestInfo, upstream: UpstreamResponse
+        self, down: Downstream, info: RequestInfo, upstream: UpstreamResponse
     ) -> None:
         body = await upstream.read_all(MAX_UPSTREAM_BODY)
         info.first_byte = time.perf_counter()
@@ -309,9 +241,9 @@ class ProxyCall(Response):
         await down.whole(body)
 
     async def _relay_stream(
-        self, down: _Downstream, info: RequestInfo, upstream: UpstreamResponse
+        self, down: Downstream, info: RequestInfo, upstream: UpstreamResponse
     ) -> None:
-        tracker = _UsageTracker(info, down.format)
+        lines = LineRelay(info, down.format)
         chunk = await upstream.read_chunk()
         if not chunk:
             raise GatewayError(502, "Ollama ended the response without a body",
@@ -321,91 +253,41 @@ class ProxyCall(Response):
         if down.format != SSE:
             # Bounded: each pass relays bytes, and the upstream total timeout ends it.
             while chunk:
-                tracker.feed(chunk)
-                await down.write(chunk)
+                out = lines.feed(chunk)
+                if out:
+                    await down.write(out)
                 chunk = await upstream.read_chunk()
-            await down.finish()
-            return
-        pings = _Pings(self.gateway.settings.stream_ping_seconds)
-        try:
-            # Bounded: each pass relays bytes or a ping, and the upstream total timeout ends it.
-            while chunk:
-                tracker.feed(chunk)
-                await down.write(chunk)
-                pings.touch()
-                while True:
-                    try:
-                        chunk = await pings.read(upstream, down.at_event_boundary)
-                        break
-                    except asyncio.CancelledError:
-                        if not pings.fired():
-                            raise
-                        await down.write(b": ping\n\n")
+        else:
+            pings = Pings(self.gateway.settings.stream_ping_seconds)
+            try:
+                # Bounded: each pass relays bytes or a ping, and the upstream total timeout
+                # ends it.
+                while chunk:
+                    out = lines.feed(chunk)
+                    if out:
+                        await down.write(out)
                         pings.touch()
-        finally:
-            pings.close()
+                    while True:
+                        try:
+                            chunk = await pings.read(upstream, down.at_event_boundary)
+                            break
+                        except asyncio.CancelledError:
+                            if not pings.fired():
+                                raise
+                            await down.write(b": ping\n\n")
+                            pings.touch()
+            finally:
+                pings.close()
+        await self._end_stream(down, lines)
+
+    @staticmethod
+    async def _end_stream(down: Downstream, lines: LineRelay) -> None:
+        rest = lines.flush()
+        if rest:
+            await down.write(rest)
+        if lines.tracking and not lines.done and not lines.errored:
+            # Ollama closed the body cleanly but without its end marker: to the client this
+            # would look like a complete answer.
+            raise GatewayError(502, "Ollama ended the stream before its final message",
+                               code="upstream_error", reason="upstream_truncated")
         await down.finish()
-
-
-class _Pings:
-    """When to send `: ping` on an SSE stream: after `interval` s without a byte sent, and only
-    while waiting for Ollama at an event boundary.
-
-    The same as wrapping each upstream read in asyncio.timeout(interval) (the read is cancelled,
-    nothing is lost: the bytes stay in aiohttp's buffer), without arming and cancelling a timer
-    per chunk: one timer per stream, which, when it comes due early (bytes went out since it
-    was set), sets itself again for `interval` after the last byte.
-    """
-
-    _SLACK = 0.001  # the loop may run a timer this much early (its clock resolution)
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        self.task = task
-        self.cancelling = task.cancelling()
-        self.last = self.loop.time()
-        self.waiting = False  # in read(), at an event boundary: the only time a ping may go
-        self.due = False  # this timer cancelled the task for a ping
-        self.handle: asyncio.TimerHandle | None = self.loop.call_at(
-            self.last + interval, self._expired)
-
-    def touch(self) -> None:
-        """Bytes went out now."""
-        self.last = self.loop.time()
-        if self.handle is None:  # after a ping: set the timer again
-            self.handle = self.loop.call_at(self.last + self.interval, self._expired)
-
-    def _expired(self) -> None:
-        now = self.loop.time()
-        when = self.last + self.interval
-        if self.waiting and now + self._SLACK >= when:
-            self.handle = None
-            self.due = True
-            self.task.cancel()
-            return
-        # Early (bytes went out since), or not waiting at a boundary: look again later.
-        self.handle = self.loop.call_at(max(when, now + self.interval * (not self.waiting)),
-                                        self._expired)
-
-    async def read(self, upstream: UpstreamResponse, at_event_boundary: bool) -> bytes:
-        self.waiting = at_event_boundary
-        try:
-            return await upstream.read_chunk()
-        finally:
-            self.waiting = False
-
-    def fired(self) -> bool:
-        """After a CancelledError in read(): True if it was (only) this timer's, for a ping."""
-        if not self.due:
-            return False
-        self.due = False
-        # Another cancellation on top of ours (client gone, drain deadline) wins.
-        return self.task.uncancel() <= self.cancelling
-
-    def close(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None

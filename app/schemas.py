@@ -15,10 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 _KEEP_ALIVE = ("Ignored: the gateway removes keep_alive (Ollama's own OLLAMA_KEEP_ALIVE governs "
                "how long the model stays loaded; a client must not unload it).")
-_OPTIONS = ("Ollama model options. num_predict is capped at GATEWAY_MAX_OUTPUT_TOKENS (missing or "
+_OPTIONS = ("Ollama model options; a null value means unset (dropped). num_predict is capped "
+            "at GATEWAY_MAX_OUTPUT_TOKENS (missing or "
             "negative means the cap); num_ctx is set to GATEWAY_CONTEXT_TOKENS; load-time options "
             "(num_gpu, main_gpu, num_thread, num_batch, use_mmap, use_mlock, low_vram, numa, "
-            "vocab_only) are refused with 400.")
+            "vocab_only) are refused with 400 when set.")
 _MODEL = "One of the allowed models (GATEWAY_MODELS); missing means the first of them."
 _MAX_TOKENS = ("Capped at GATEWAY_MAX_OUTPUT_TOKENS; missing means the cap. Negative values are "
                "refused with 400.")
@@ -79,6 +80,21 @@ class OllamaEmbedRequest(_Request):
     keep_alive: str | int | float | None = Field(None, description=_KEEP_ALIVE)
 
 
+class OllamaEmbeddingsRequest(_Request):
+    """The legacy /api/embeddings (superseded by /api/embed; docs/api.md "Generate Embedding")."""
+
+    model: str | None = Field(None, description=_MODEL)
+    prompt: str | None = None
+    options: dict[str, Any] | None = Field(None, description=_OPTIONS)
+    keep_alive: str | int | float | None = Field(None, description=_KEEP_ALIVE)
+
+
+class OllamaShowRequest(_Request):
+    model: str | None = Field(None, description=_MODEL)
+    name: str | None = Field(None, description="The old name of `model`.")
+    verbose: bool | None = None
+
+
 # -- OpenAI-compatible requests --------------------------------------------------------------
 
 
@@ -133,6 +149,8 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     OllamaChatRequest,
     OllamaGenerateRequest,
     OllamaEmbedRequest,
+    OllamaEmbeddingsRequest,
+    OllamaShowRequest,
     OpenAIChatRequest,
     OpenAICompletionRequest,
     OpenAIEmbeddingRequest,
@@ -213,6 +231,34 @@ class OllamaModel(_Response):
 
 class OllamaTagsResponse(_Response):
     models: list[OllamaModel]
+
+
+class OllamaEmbeddingsResponse(_Response):
+    embedding: list[float]
+
+
+class OllamaShowResponse(_Response):
+    """Only these fields pass (app.policy.SHOW_FIELDS); the modelfile's FROM line names the
+    model, not the server's blob path."""
+
+    license: str | None = None
+    modelfile: str | None = None
+    parameters: str | None = None
+    template: str | None = None
+    system: str | None = None
+    details: OllamaModelDetails | None = None
+    model_info: dict[str, Any] | None = None
+    capabilities: list[str] | None = None
+    modified_at: str | None = None
+
+
+class OllamaRunningModel(OllamaModel):
+    expires_at: str | None = None
+    size_vram: int | None = None
+
+
+class OllamaPsResponse(_Response):
+    models: list[OllamaRunningModel]
 
 
 class OllamaVersionResponse(_Response):

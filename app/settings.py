@@ -60,6 +60,7 @@ class _SettingsBase(BaseSettings):
         positive = ("max_body_bytes", "max_output_tokens", "context_tokens", "max_concurrency",
                     "upstream_connect_timeout_seconds", "upstream_read_timeout_seconds",
                     "upstream_total_timeout_seconds", "stream_ping_seconds",
+                    "client_write_timeout_seconds", "request_body_timeout_seconds",
                     "metric_interval_seconds")
         for name in positive:
             if values[name] <= 0:

@@ -72,6 +72,8 @@ class UpstreamResponse:
         self._response = response
         self._timeouts = timeouts
         self.status = response.status
+        # The media type alone, lower case (aiohttp: application/octet-stream when absent).
+        self.content_type = response.content_type
 
     async def read_chunk(self) -> bytes:
         """Whatever bytes have arrived (waiting for some); b"" at the end of the body."""

@@ -1,8 +1,10 @@
 """A protocol double for Ollama: a stand-in HTTP server. NO MODEL RUNS HERE.
 
-It answers the routes the gateway proxies, in the shapes Ollama documents (docs/api.md and
-docs/openai.md): /api/chat, /api/generate, /api/embed, /api/tags, /api/version, /api/ps and the
-OpenAI-compatible /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, streaming
+It answers the routes the gateway proxies, in the shapes Ollama documents (ollama/ollama
+docs/api.md and docs/openai.md, read at commit 01e52d24bc00defcd9bcc6d995b11df0f08bc6f1):
+/api/chat, /api/generate, /api/embed, /api/embeddings, /api/show, /api/tags, /api/version,
+/api/ps and the OpenAI-compatible /v1/chat/completions, /v1/completions, /v1/embeddings,
+/v1/models, /v1/models/{model}, streaming
 (NDJSON for /api/*, SSE for /v1/*) and not. The "tokens" it produces are the words ``tok0 tok1
 ...``; the embeddings are made-up numbers. Nothing it returns says anything about a real model's
 speed or output: it exists so that the gateway's plumbing (streaming, timeouts, disconnects,
@@ -10,7 +12,8 @@ errors, limits) can be tested and benchmarked without Ollama, a GPU or model wei
 
 Knobs (see ``Knobs``) shape every answer: token count, per-token delay, time to first token, a
 stall mid-stream, an abrupt close, an error status, models reported missing, whether /api/ps
-lists the models as loaded. They are set three ways:
+lists the models as loaded, and stream faults (a wrong Content-Type, a redirect, a stream cut
+short without its final object, Ollama's in-stream error line). They are set three ways:
 
 - per instance: ``OllamaDouble(tokens=4)``, ``double.set(...)`` or ``POST /_double/knobs``;
 - for the next generation request only: ``double.push(...)`` or ``POST /_double/push``;
@@ -66,6 +69,11 @@ class Knobs:
     loaded: bool = True  # /api/ps lists the models as loaded
     models: tuple[str, ...] = DEFAULT_MODELS  # what /api/tags and /v1/models list
     embedding_dim: int = 8
+    # Stream faults the gateway must catch before or after the first byte:
+    content_type: str | None = None  # the stream's Content-Type instead of NDJSON/SSE
+    redirect_to: str | None = None  # answer generations with 307 and this Location
+    truncate: bool = False  # end a stream cleanly without its final object / [DONE]
+    error_after: int | None = None  # after this many tokens, Ollama's in-stream error line
 
     def updated(self, changes: dict[str, Any]) -> Knobs:
         fields = {f.name for f in dataclasses.fields(self)}
@@ -180,6 +188,9 @@ class OllamaDouble:
         app.router.add_post("/v1/completions", self._generation("openai_completion"))
         app.router.add_post("/v1/embeddings", self._embed)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{model:.+}", self._model)
+        app.router.add_post("/api/show", self._show)
+        app.router.add_post("/api/embeddings", self._embeddings)
         app.router.add_post("/_double/knobs", self._control_knobs)
         app.router.add_post("/_double/push", self._control_push)
         app.router.add_post("/_double/reset", self._control_reset)
@@ -262,6 +273,9 @@ class OllamaDouble:
             record.finished = time.monotonic()
             return refusal
 
+        if knobs.redirect_to is not None:
+            record.outcome = "error"
+            raise web.HTTPTemporaryRedirect(knobs.redirect_to)
         if openai:
             limit = body.get("max_tokens")
         else:
@@ -299,9 +313,8 @@ class OllamaDouble:
     ) -> web.StreamResponse:
         if knobs.ttft:
             await asyncio.sleep(min(knobs.ttft, MAX_WAIT_SECONDS))
-        response = web.StreamResponse(
-            status=200, headers={"Content-Type": SSE if shaper.openai else NDJSON}
-        )
+        content_type = knobs.content_type or (SSE if shaper.openai else NDJSON)
+        response = web.StreamResponse(status=200, headers={"Content-Type": content_type})
         try:
             await response.prepare(request)
             for index in range(shaper.count):
@@ -311,13 +324,20 @@ class OllamaDouble:
                     return self._abort(request, record, response)
                 if knobs.stall_after is not None and index == knobs.stall_after:
                     await asyncio.sleep(min(knobs.stall_seconds, MAX_WAIT_SECONDS))
+                if knobs.error_after is not None and index >= knobs.error_after:
+                    # Ollama ends a failed stream with one error object (docs/api.md "Errors").
+                    await response.write(shaper.error_chunk(knobs.error_message))
+                    await response.write_eof()
+                    record.outcome = "error"
+                    record.finished = time.monotonic()
+                    return response
                 await response.write(shaper.token_chunk(index))
                 if record.first_byte is None:
                     record.first_byte = time.monotonic()
                 record.tokens_sent = index + 1
             if knobs.close_after is not None and knobs.close_after >= shaper.count:
                 return self._abort(request, record, response)
-            for chunk in shaper.final_chunks():
+            for chunk in [] if knobs.truncate else shaper.final_chunks():
                 await response.write(chunk)
             await response.write_eof()
         except ConnectionResetError:
@@ -389,9 +409,10 @@ class OllamaDouble:
 
     # -- listings ----------------------------------------------------------------------------
 
-    def _listing(self, request: web.Request) -> tuple[Knobs, web.Response | None]:
+    def _listing(self, request: web.Request, body: Any = None
+                 ) -> tuple[Knobs, web.Response | None]:
         knobs = self._knobs_for(request, consume_oneshot=False)
-        record = self._record(request, None, False)
+        record = self._record(request, body, False)
         record.outcome = "completed"
         record.finished = time.monotonic()
         if knobs.error_status is not None:
@@ -451,6 +472,62 @@ class OllamaDouble:
         ]
         return web.json_response({"object": "list", "data": data})
 
+    def _known(self, knobs: Knobs, model: object) -> bool:
+        return isinstance(model, str) and _normalize(model) in {
+            _normalize(m) for m in knobs.models if m not in knobs.missing_models}
+
+    async def _model(self, request: web.Request) -> web.Response:
+        """GET /v1/models/{model} (docs/openai.md, "/v1/models/{model}")."""
+        knobs, error = self._listing(request)
+        if error is not None:
+            return error
+        name = request.match_info["model"]
+        if not self._known(knobs, name):
+            return self._error(True, 404, f"model '{name}' not found")
+        return web.json_response(
+            {"id": name, "object": "model", "created": 1761991200, "owned_by": "library"})
+
+    async def _show(self, request: web.Request) -> web.Response:
+        """POST /api/show (docs/api.md "Show Model Information"), with the server path in the
+        modelfile's FROM line that Ollama writes there, and a field no client reads."""
+        body = await self._read_json(request)
+        knobs, error = self._listing(request, body)
+        if error is not None:
+            return error
+        name = body.get("model") if isinstance(body, dict) else None
+        if not self._known(knobs, name):
+            return self._error(False, 404, f"model '{name}' not found")
+        blob = "/root/.ollama/models/blobs/sha256-" + "7" * 64
+        return web.json_response({
+            "modelfile": (f'# Modelfile generated by "ollama show"\n# FROM {name}\n\n'
+                          f"FROM {blob}\nADAPTER /root/.ollama/models/blobs/sha256-adapter\n"
+                          'TEMPLATE """{{ .Prompt }}"""\nPARAMETER stop "<|eot_id|>"'),
+            "parameters": 'stop                           "<|eot_id|>"',
+            "template": "{{ .Prompt }}",
+            "license": "LLAMA 3.2 COMMUNITY LICENSE AGREEMENT",
+            "details": self._model_entry(str(name))["details"],
+            "model_info": {"general.architecture": "llama", "llama.context_length": 131072,
+                           "llama.embedding_length": 2048},
+            "capabilities": ["completion", "tools"],
+            "modified_at": "2026-11-01T10:00:00.000000000Z",
+            "server_debug": {"blob_dir": blob},  # not documented: must not pass the gateway
+        })
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """POST /api/embeddings, the legacy one (docs/api.md "Generate Embedding")."""
+        body = await self._read_json(request)
+        knobs = self._knobs_for(request, consume_oneshot=True)
+        record = self._record(request, body, False)
+        record.outcome = "completed"
+        record.finished = time.monotonic()
+        model = body.get("model") if isinstance(body, dict) else None
+        refusal = self._refusal(knobs, False, model if isinstance(model, str) else None)
+        if refusal is not None:
+            return refusal
+        return web.json_response(
+            {"embedding": [round((j + 3) % 17 / 17.0 - 0.5, 6)
+                           for j in range(knobs.embedding_dim)]})
+
     # -- control -----------------------------------------------------------------------------
 
     async def _control_knobs(self, request: web.Request) -> web.Response:
@@ -486,6 +563,14 @@ class _Shaper:
         self.started = time.monotonic_ns()
         options = body.get("stream_options")
         self.include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        # With tools, the answer calls the first one (arguments {}), as a model may.
+        tools = body.get("tools") if isinstance(body.get("tools"), list) else []
+        first = tools[0].get("function") if tools and isinstance(tools[0], dict) else None
+        self.tool = first.get("name") if isinstance(first, dict) else None
+        if self.tool is not None and self.kind in ("chat", "openai_chat"):
+            self.done_reason = "tool_calls" if self.openai else self.done_reason
+        else:
+            self.tool = None
         self.id = f"{'chatcmpl' if kind == 'openai_chat' else 'cmpl'}-{time.monotonic_ns() % 10**6}"
 
     @staticmethod
@@ -511,9 +596,23 @@ class _Shaper:
             data["response"] = content
         data["done"] = done
         if done:
+            if self.tool is not None:
+                data["message"]["tool_calls"] = [
+                    {"function": {"name": self.tool, "arguments": {}}}]
             data["done_reason"] = self.done_reason
             data.update(self._metrics())
         return data
+
+    def _openai_tool_calls(self, stream: bool) -> list[dict[str, Any]]:
+        call: dict[str, Any] = {"id": "call_0", "type": "function",
+                                "function": {"name": self.tool, "arguments": "{}"}}
+        return [{"index": 0, **call}] if stream else [call]
+
+    def error_chunk(self, message: str) -> bytes:
+        if self.openai:
+            return self._sse({"error": {"message": message, "type": "api_error",
+                                        "param": None, "code": None}})
+        return json.dumps({"error": message}).encode() + b"\n"
 
     def _usage(self) -> dict[str, int]:
         return {
@@ -558,7 +657,10 @@ class _Shaper:
     def final_chunks(self) -> list[bytes]:
         if not self.openai:
             return [json.dumps(self._ollama("", True)).encode() + b"\n"]
-        chunks = [self._sse(self._openai_chunk("", self.done_reason))]
+        last = self._openai_chunk("", self.done_reason)
+        if self.tool is not None:
+            last["choices"][0]["delta"]["tool_calls"] = self._openai_tool_calls(stream=True)
+        chunks = [self._sse(last)]
         if self.include_usage:
             usage = self._openai_chunk("", None)
             usage["choices"] = []
@@ -577,6 +679,8 @@ class _Shaper:
                 "message": {"role": "assistant", "content": text},
                 "finish_reason": self.done_reason,
             }
+            if self.tool is not None:
+                choice["message"]["tool_calls"] = self._openai_tool_calls(stream=False)
             obj = "chat.completion"
         else:
             choice = {"text": text, "index": 0, "finish_reason": self.done_reason}

@@ -222,3 +222,59 @@ def test_runs_as_a_process_on_loopback():
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=10)
     assert process.returncode == 0
+
+
+# -- routes and knobs added for issue 14 (shapes: ollama/ollama docs/api.md, docs/openai.md) --
+
+
+def test_show_has_the_documented_fields_and_a_server_path_in_its_modelfile(http):
+    body = http.post("/api/show", json={"model": MODEL}).json()
+    assert {"modelfile", "parameters", "template", "details", "model_info",
+            "capabilities", "license", "modified_at"} <= set(body)
+    assert "FROM /root/.ollama/models/blobs/sha256-" in body["modelfile"]
+    assert http.post("/api/show", json={"model": "nope:1b"}).status_code == 404
+
+
+def test_legacy_embeddings_answer_one_vector(http):
+    body = http.post("/api/embeddings", json={"model": MODEL, "prompt": "p"}).json()
+    assert isinstance(body["embedding"], list) and len(body["embedding"]) == 8
+
+
+def test_model_retrieve_in_openai_shape(http):
+    body = http.get(f"/v1/models/{MODEL}").json()
+    assert body == {"id": MODEL, "object": "model", "created": 1761991200,
+                    "owned_by": "library"}
+    missing = http.get("/v1/models/nope:1b")
+    assert missing.status_code == 404 and missing.json()["error"]["message"]
+
+
+def test_tools_make_the_answer_call_the_first_tool(http):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tools": tools}
+    ollama = http.post("/api/chat", json={**chat, "stream": False}).json()
+    assert ollama["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    openai = http.post("/v1/chat/completions", json=chat).json()
+    choice = openai["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["tool_calls"][0]["function"] == {"name": "get_weather",
+                                                               "arguments": "{}"}
+
+
+@pytest.mark.parametrize(("knobs", "check"), [
+    ({"content_type": "text/html"},
+     lambda r: r.headers["content-type"].startswith("text/html")),
+    ({"truncate": True}, lambda r: '"done": true' not in r.text and "tok7" in r.text),
+    ({"error_after": 2, "error_message": "failed at /usr/lib/ollama/x.so"},
+     lambda r: ndjson(r.text)[-1] == {"error": "failed at /usr/lib/ollama/x.so"}),
+])
+def test_stream_fault_knobs(double, http, knobs, check):
+    double.set(**knobs)
+    response = http.post("/api/chat", json={"model": MODEL, "messages": []})
+    assert response.status_code == 200 and check(response)
+
+
+def test_redirect_knob(double, http):
+    double.set(redirect_to="http://127.0.0.1:9/elsewhere")
+    response = http.post("/api/chat", json={"model": MODEL, "messages": []})
+    assert response.status_code == 307
+    assert response.headers["location"] == "http://127.0.0.1:9/elsewhere"

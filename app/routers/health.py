@@ -6,25 +6,25 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.routers.common import gateway_of
-from app.schemas import Health, OllamaError
+from app.schemas import Health
 
 router = APIRouter(tags=["health"])
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
-_TOO_LARGE = {413: {"model": OllamaError, "description": "Request body larger than "
-                                                          "GATEWAY_MAX_BODY_BYTES."}}
+# HEAD too: uptime checkers and some load balancers probe with it (uvicorn sends no body).
 
 
-@router.get("/healthz", response_model=Health, summary="The process is alive",
-            responses=_TOO_LARGE)
+@router.head("/healthz", include_in_schema=False)
+@router.get("/healthz", response_model=Health, summary="The process is alive (HEAD too)")
 async def healthz() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+@router.head("/readyz", include_in_schema=False)
 @router.get(
     "/readyz",
     response_model=Health,
-    summary="Ollama answers and the default model is loaded",
-    responses={503: {"model": Health, "description": "Not ready, or draining."}, **_TOO_LARGE},
+    summary="Ollama answers and the default model is loaded (HEAD too)",
+    responses={503: {"model": Health, "description": "Not ready, or draining."}},
 )
 async def readyz(request: Request) -> JSONResponse:
     gateway = gateway_of(request)

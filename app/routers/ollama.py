@@ -1,12 +1,11 @@
-"""Ollama-native routes (docs/api.md), an allowlist: chat, generate, embed, tags, version.
+"""Ollama-native routes (docs/api.md), an allowlist: chat, generate, embed, embeddings (legacy),
+show, tags, ps, version. Model-specific answers exist only for allowed models.
 
-Model management (/api/pull, /push, /create, /copy, /delete, /blobs/*, /show, /ps) is not
-routed, so it is 404 for every method.
+Model management (/api/pull, /push, /create, /copy, /delete, /blobs/*) is not routed, so it is
+404 for every method.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -14,11 +13,12 @@ from fastapi.responses import Response
 from app import schemas
 from app.errors import OLLAMA
 from app.openapi import request_body, responses
-from app.routers.common import gateway_of, generation, listing
-from app.runtime import Gateway
+from app.policy import show_answer
+from app.routers.common import allowed_listing, generation, listing, model_question
 
 router = APIRouter(tags=["ollama"])
 _NDJSON = "application/x-ndjson"
+_MODEL_KEYS = ("name", "model")
 
 
 @router.post("/api/chat", summary="Chat (NDJSON stream unless stream=false)",
@@ -42,22 +42,31 @@ async def embed(request: Request) -> Response:
     return await generation(request, "/api/embed", lambda g: g.policy.ollama_embed)
 
 
-def _allowed_tags(gateway: Gateway) -> Any:
-    def transform(data: Any) -> Any:
-        models = data.get("models") if isinstance(data, dict) else None
-        kept = [
-            m for m in (models if isinstance(models, list) else [])
-            if isinstance(m, dict) and gateway.policy.is_allowed(m.get("name") or m.get("model"))
-        ]
-        return {**(data if isinstance(data, dict) else {}), "models": kept}
+@router.post("/api/embeddings", summary="Embedding, legacy (superseded by /api/embed)",
+             responses=responses(OLLAMA, schemas.OllamaEmbeddingsResponse),
+             openapi_extra=request_body(schemas.OllamaEmbeddingsRequest))
+async def embeddings(request: Request) -> Response:
+    return await generation(request, "/api/embeddings", lambda g: g.policy.ollama_embeddings)
 
-    return transform
+
+@router.post("/api/show", summary="Model details (allowed models; fields in SHOW_FIELDS)",
+             responses=responses(OLLAMA, schemas.OllamaShowResponse, generation=False),
+             openapi_extra=request_body(schemas.OllamaShowRequest))
+async def show(request: Request) -> Response:
+    return await model_question(request, "/api/show", lambda g: g.policy.ollama_show,
+                                lambda prepared: show_answer(prepared.model))
 
 
 @router.get("/api/tags", summary="Models (only the allowed ones)",
             responses=responses(OLLAMA, schemas.OllamaTagsResponse, generation=False))
 async def tags(request: Request) -> Response:
-    return listing(request, "/api/tags", _allowed_tags(gateway_of(request)))
+    return allowed_listing(request, "/api/tags", "models", _MODEL_KEYS)
+
+
+@router.get("/api/ps", summary="Loaded models (only the allowed ones)",
+            responses=responses(OLLAMA, schemas.OllamaPsResponse, generation=False))
+async def ps(request: Request) -> Response:
+    return allowed_listing(request, "/api/ps", "models", _MODEL_KEYS)
 
 
 @router.get("/api/version", summary="Ollama's version",

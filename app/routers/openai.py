@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -10,8 +10,7 @@ from fastapi.responses import Response
 from app import schemas
 from app.errors import OPENAI
 from app.openapi import request_body, responses
-from app.routers.common import gateway_of, generation, listing
-from app.runtime import Gateway
+from app.routers.common import allowed_listing, gateway_of, generation, listing
 
 router = APIRouter(tags=["openai"])
 _SSE = "text/event-stream"
@@ -38,19 +37,17 @@ async def embeddings(request: Request) -> Response:
     return await generation(request, "/v1/embeddings", lambda g: g.policy.openai_embeddings)
 
 
-def _allowed_models(gateway: Gateway) -> Any:
-    def transform(data: Any) -> Any:
-        items = data.get("data") if isinstance(data, dict) else None
-        kept = [
-            m for m in (items if isinstance(items, list) else [])
-            if isinstance(m, dict) and gateway.policy.is_allowed(m.get("id"))
-        ]
-        return {"object": "list", "data": kept}
-
-    return transform
-
-
 @router.get("/v1/models", summary="Models (only the allowed ones)",
             responses=responses(OPENAI, schemas.OpenAIModelList, generation=False))
 async def models(request: Request) -> Response:
-    return listing(request, "/v1/models", _allowed_models(gateway_of(request)))
+    return allowed_listing(request, "/v1/models", "data", ("id",), envelope={"object": "list"})
+
+
+# {model:path}: model names may hold a slash (a namespace: "library/llama3.2:1b").
+@router.get("/v1/models/{model:path}", summary="One model (allowed models only)",
+            responses=responses(OPENAI, schemas.OpenAIModel, generation=False))
+async def model(request: Request, model: str) -> Response:
+    gateway = gateway_of(request)
+    if not gateway.policy.is_allowed(model):
+        raise gateway.policy.not_found(model)
+    return listing(request, "/v1/models/" + quote(model, safe="/:"), None)

@@ -32,11 +32,23 @@ def test_derived_values_keep_their_order():
         ({"upstream_connect_seconds": 130}, "upstream connect timeout must be shorter"),
         ({"max_generation_seconds": 3990}, "ALB idle timeout must be at most 4000"),
         ({"graceful_shutdown_seconds": 118}, "container stop timeout must be at most 120"),
+        ({"client_write_seconds": 0}, "client write bound must be positive"),
+        ({"client_write_seconds": 300}, "client write bound must be positive and shorter"),
+        ({"client_write_seconds": 121}, "client write bound must not exceed the first-token"),
+        ({"request_body_seconds": 0}, "request body timeout must be positive"),
+        ({"request_body_seconds": 330}, "request body timeout must be positive and shorter"),
     ],
 )
 def test_a_broken_budget_names_the_inequality(change, message):
     budget = dataclasses.replace(TimeoutBudget(), **change)
     assert any(message in v for v in budget.violations()), budget.violations()
+
+
+def test_the_gateway_reads_the_write_and_body_bounds_from_the_budget():
+    assert contract.setting("GATEWAY_CLIENT_WRITE_TIMEOUT_SECONDS").default == float(
+        TIMEOUTS.client_write_seconds)
+    assert contract.setting("GATEWAY_REQUEST_BODY_TIMEOUT_SECONDS").default == float(
+        TIMEOUTS.request_body_seconds)
 
 
 def test_setting_names_are_unique_and_shaped():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,32 @@ def test_cors_when_origins_are_set(in_process):
     other = client.options("/v1/chat/completions",
                            headers={"Origin": "https://evil.example", **preflight})
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_cors_preflight_allows_the_js_sdks_stainless_headers(in_process):
+    """openai-node sends x-stainless-* headers (the set changes between releases): a random
+    one must pass, named back in Access-Control-Allow-Headers; an unknown header must not."""
+    client = in_process(create_app(gateway_settings(
+        UNUSED_UPSTREAM, cors_origins="https://app.example")))
+    stainless = f"x-stainless-{secrets.token_hex(4)}"
+    asked = f"authorization, content-type, x-stainless-os, {stainless}, X-Stainless-Retry-Count"
+    allowed = client.options("/v1/chat/completions", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": asked})
+    assert allowed.status_code == 200, allowed.text
+    named = {h.strip().lower() for h in allowed.headers["access-control-allow-headers"].split(",")}
+    assert {"authorization", "content-type", "x-stainless-os", stainless,
+            "x-stainless-retry-count"} <= named
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    refused = client.options("/v1/chat/completions", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": f"{stainless}, x-not-allowed"})
+    assert refused.status_code == 400
+    only_prefixed = client.options("/api/chat", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": stainless})
+    assert only_prefixed.status_code == 200
+    assert only_prefixed.headers["access-control-allow-headers"] == stainless
 
 
 @pytest.mark.slow

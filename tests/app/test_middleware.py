@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -11,24 +12,25 @@ import httpx
 import pytest
 from fastapi.routing import iter_route_contexts
 
-from app.factory import create_app
+from app.factory import RouteTable, create_app
 from app.middleware import key_id
 from tests.app.harness import AUTH, KEY, OTHER_KEY, ServerThread, gateway_settings
 
 UNUSED_UPSTREAM = "http://127.0.0.1:9"
+AUTH_LIST = [(b"authorization", f"Bearer {KEY}".encode())]
 PUBLIC = {"/healthz", "/readyz"}
 EXPECTED_ROUTES = {
     ("/healthz", "GET"), ("/readyz", "GET"),
     ("/api/chat", "POST"), ("/api/generate", "POST"), ("/api/embed", "POST"),
     ("/api/tags", "GET"), ("/api/version", "GET"),
+    ("/api/embeddings", "POST"), ("/api/show", "POST"), ("/api/ps", "GET"),
     ("/v1/chat/completions", "POST"), ("/v1/completions", "POST"), ("/v1/embeddings", "POST"),
-    ("/v1/models", "GET"),
+    ("/v1/models", "GET"), ("/v1/models/{model:path}", "GET"),
 }
 MANAGEMENT_PATHS = [
     "/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete",
     "/api/blobs/sha256:29fdb92e57cf0827ded04ae6461b5931d01fa595843f55d36f5b275a52087dd2",
-    "/api/blobs", "/api/show", "/api/ps", "/api/embeddings", "/v1/models/llama3.2:1b",
-    "/api/pull/", "/API/PULL", "/api//pull", "/api/chat/../pull",
+    "/api/blobs", "/api/pull/", "/API/PULL", "/api//pull", "/api/chat/../pull",
 ]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
@@ -70,6 +72,68 @@ def test_every_non_health_route_in_the_table_requires_a_key(app, inproc):
 def test_health_routes_need_no_key(inproc):
     assert inproc.get("/healthz").status_code == 200
     assert inproc.get("/readyz").status_code == 503  # upstream unreachable, but not 401
+
+
+def test_health_routes_answer_head_without_a_body(inproc):
+    for path, status in (("/healthz", 200), ("/readyz", 503)):
+        response = inproc.request("HEAD", path)
+        assert response.status_code == status, path
+        assert response.content == b""
+
+
+def test_the_route_with_a_parameter_is_protected_and_logged_by_its_template(app, inproc):
+    assert inproc.get("/v1/models/llama3.2:1b").status_code == 401
+    assert inproc.get("/v1/models/library/llama3.2:1b").status_code == 401
+    routes = RouteTable(app, frozenset())
+    assert routes.name("/v1/models/x:y") == "/v1/models/{model}"
+    assert routes.name("/v1/nothing") is None
+
+
+class CountingReceive:
+    """An ASGI receive that counts how often the app asked for the body."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self) -> dict:
+        self.calls += 1
+        return {"type": "http.request", "body": b"x" * 10, "more_body": True}
+
+
+@pytest.mark.parametrize(("method", "path", "headers"), [
+    ("POST", "/api/chat", []),  # protected, no key
+    ("POST", "/api/nothing-here", AUTH_LIST),
+    ("POST", "/healthz", AUTH_LIST),  # public
+    ("POST", "/api/pull", AUTH_LIST),  # management: not routed
+])
+def test_no_body_is_read_before_auth_or_on_unknown_and_public_paths(app, method, path, headers):
+    receive = CountingReceive()
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(),
+             "query_string": b"", "root_path": "", "scheme": "http", "server": ("t", 80),
+             "client": ("c", 1), "http_version": "1.1",
+             "headers": [(b"content-length", b"100000000"), *headers]}
+    asyncio.run(app(scope, receive, send))
+    assert receive.calls == 0, "the body was read"
+    assert sent[0]["status"] in {401, 404, 405}
+
+
+@pytest.mark.slow
+def test_a_body_that_does_not_arrive_in_time_is_408(start):
+    server, _ = start(request_body_timeout_seconds=0.5)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"POST /api/chat HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer "
+                     + KEY.encode() + b"\r\nContent-Length: 100\r\n\r\n{")
+        started = time.monotonic()
+        head = _read_status(sock, timeout=5)
+        elapsed = time.monotonic() - started
+    assert head.startswith(b"HTTP/1.1 408"), head[:100]
+    assert b"connection: close" in head.lower()
+    assert 0.4 < elapsed < 2
 
 
 def test_a_route_added_later_is_protected_too(app, inproc):
