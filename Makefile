@@ -17,12 +17,12 @@ help:
 	@echo "make lint-containers   hadolint, shellcheck, compose schema + docker-compose config"
 	@echo "make security   checkov, Control Tower guard rules and own rules (part of make test)"
 	@echo "make rehearse   bootstrap + deploy against moto on 127.0.0.1, no AWS (part of make test)"
-	@echo "make cost ENV=<env>   monthly estimate, floor and ceiling by component (README, Cost)"
+	@echo "make cost ENV=<env>   monthly estimate, floor and ceiling by component (docs/cost.md)"
 	@echo "make cost-prices REGION=<region>   refresh prices/<region>.json from AWS (credentials)"
 	@echo "make diff [BASE=ref] [FORMAT=md]   review a template/params change per environment (README)"
-	@echo "make bench      benchmarks: generation time, gateway overhead (a few minutes; README, Benchmarks)"
-	@echo "make bootstrap|images|preview|deploy|roll|teardown ENV=<env>   the deploy path (README, Deploy)"
-	@echo "make preflight ENV=<env>   read-only checks of the account before a deploy (README, Preflight)"
+	@echo "make bench      benchmarks: generation time, gateway overhead (a few minutes; docs/benchmarks.md)"
+	@echo "make bootstrap|images|preview|deploy|roll|teardown ENV=<env>   the deploy path (README, Deploy; docs/deploy.md)"
+	@echo "make preflight ENV=<env>   read-only checks of the account before a deploy (docs/deploy.md, Preflight)"
 
 venv: $(STAMP)
 
@@ -69,7 +69,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 	rm -rf $(CHECKOV_VENV) .cache/security
 
-# Deploy path (README, "Deploy"; docs/operations.md): python -m tools.deploy STEP ENV.
+# Deploy path (docs/deploy.md; docs/operations.md): python -m tools.deploy STEP ENV.
 # ENV names params/ENV.json. IMAGE_TAG=<tag> overrides the tag `images` recorded; YES=1 skips
 # teardown's confirmation; SKIP_PREFLIGHT=1 deploys without the account checks (said loudly).
 .PHONY: rehearse bootstrap images preview deploy roll teardown
@@ -95,7 +95,7 @@ lint-containers: $(STAMP)
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	docker-compose --env-file .env.example config --quiet
 
-# Cost (README, "Cost"): the monthly estimate per environment; prices from prices/<region>.json.
+# Cost (docs/cost.md): the monthly estimate per environment; prices from prices/<region>.json.
 .PHONY: cost cost-prices
 cost: $(STAMP)
 	$(require-env)$(PY) -m tools.cost $(ENV)$(foreach a,$(ASSUME), --assume $(a))
@@ -104,14 +104,14 @@ cost: $(STAMP)
 cost-prices: $(STAMP)
 	$(PY) -m tools.cost.refresh $(or $(REGION),us-east-1)$(if $(INSTANCE_TYPES), --instance-types $(INSTANCE_TYPES))
 
-# Read-only checks of the target account before a deploy (README, "Preflight"): exit 1 if a
+# Read-only checks of the target account before a deploy (docs/deploy.md, "Preflight"): exit 1 if a
 # check failed; "could not check" warns and exits 0 (STRICT=1 fails it). IMAGE_TAG=<tag> checks
 # that tag instead of the one `images` recorded.
 .PHONY: preflight
 preflight: $(STAMP)
 	$(require-env)$(PY) -m tools.preflight $(ENV)$(if $(IMAGE_TAG), --image-tag $(IMAGE_TAG))$(if $(STRICT), --strict)
 
-# Template review (README, "Reviewing a template change"): what a change to templates/ and
+# Template review (docs/review.md): what a change to templates/ and
 # params/ replaces, opens, widens or deletes, per environment, offline. BASE=<git ref> (default:
 # the merge base with main); FORMAT=md prints the Markdown the pull request comment shows.
 .PHONY: diff

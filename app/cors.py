@@ -6,7 +6,7 @@ headers (os, arch, runtime, package version, retry count, timeout, ...), and whi
 between SDK releases. So a preflight may also ask for any header with the prefix
 `x-stainless-`; every header it asks for is then mirrored back as allowed. Credentials (cookies)
 are never allowed: the gateway authenticates with a bearer key, which a browser page holding it
-sends itself (a choice its owner makes; README, "Browsers").
+sends itself (a choice its owner makes; docs/clients.md, "Browsers").
 """
 
 from __future__ import annotations

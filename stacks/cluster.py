@@ -105,7 +105,7 @@ class ClusterLayer(Layer):
                    max_value=100),
             boolean(SPOT, "Run the GPU instances on Spot (dev): InstanceType and one type of the "
                     "same family and GPU count, capacity-optimized, no On-Demand fallback; not "
-                    "with the warm pool (README, Spot)", "false"),
+                    "with the warm pool (docs/infrastructure.md, Spot)", "false"),
         )
 
     def rules(self) -> dict[str, dict]:
@@ -261,7 +261,7 @@ class ClusterLayer(Layer):
         back from one capacity to another (aws/containers-roadmap#773, open), and an Auto
         Scaling group with OnDemandPercentageAboveBaseCapacity 0 keeps asking for Spot. When
         Spot has no capacity, tasks wait in PROVISIONING (the pending-task alarm and the
-        placement-failure rule say so); set SpotInstances=false and deploy (README, Spot).
+        placement-failure rule say so); set SpotInstances=false and deploy (docs/infrastructure.md, Spot).
         """
         return autoscaling.MixedInstancesPolicy(
             InstancesDistribution=autoscaling.InstancesDistribution(

@@ -45,7 +45,7 @@ def add_autoscaling(t, service, resource_label, gateway_dimensions) -> None:
         MaxCapacity=Ref(names.SERVICE_MAX_TASKS),
         # No RoleARN: Application Auto Scaling uses its ECS service-linked role.
         # At night MaxCapacity 0 caps every policy, the wake policy too: a request at night
-        # gets the load balancer's 503 until the morning action (README, Scale to zero).
+        # gets the load balancer's 503 until the morning action (docs/infrastructure.md, Scale to zero).
         ScheduledActions=If("ScheduleOn", [
             scale("scale-to-zero", 0, 0, SCALE_DOWN_SCHEDULE),
             scale("scale-back-up", floor, Ref(names.SERVICE_MAX_TASKS), SCALE_UP_SCHEDULE),

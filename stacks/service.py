@@ -94,7 +94,8 @@ MODEL_LOAD_PARAM = string(
     allowed_values=tuple(str(load) for load in model_load.LOAD_TIERS))
 SCALE_TO_ZERO_PARAM = boolean(
     SCALE_TO_ZERO, "Go to 0 tasks after IdleMinutes without requests and wake on the first "
-    "request (clients get the load balancer's 503 until a task is ready; README, Scale to zero)",
+    "request (clients get the load balancer's 503 until a task is ready; "
+    "docs/infrastructure.md, Scale to zero)",
     "false")
 
 
@@ -168,7 +169,7 @@ class ServiceLayer(Layer):
             SCALE_TO_ZERO_PARAM,
             number(IDLE_MINUTES, "Scale-to-zero: minutes without a request (served or answered "
                    "503 by the load balancer) before the service goes to 0 tasks; longer than a "
-                   "wake (README, Scale to zero)", default=30, min_value=20, max_value=1440),
+                   "wake (docs/infrastructure.md, Scale to zero)", default=30, min_value=20, max_value=1440),
         )
 
     def build(self):

@@ -1,4 +1,5 @@
-"""The runbook (docs/operations.md) and the README's Deploy section name only commands that exist.
+"""The runbook (docs/operations.md), the deploy page (docs/deploy.md) and the README's Deploy section
+name only commands that exist.
 
 Every `make <target>` must be a Makefile target that runs; every `python -m tools.deploy ...`
 must parse with the deploy CLI; every `aws <service> <operation> --option` must exist in the
@@ -18,6 +19,7 @@ from tests.cfn import REPO
 from tools.deploy.cli import build_parser
 
 RUNBOOK = REPO / "docs" / "operations.md"
+DEPLOY_PAGE = REPO / "docs" / "deploy.md"
 
 
 def readme_deploy_section() -> str:
@@ -171,14 +173,18 @@ def test_key_rotation_overlaps_old_and_new_keys_and_redeploys_twice():
     assert body.count("--force-new-deployment") == 2
 
 
-def test_readme_deploy_section_commands_exist():
-    problems, counts = problems_in(readme_deploy_section())
-    assert not problems, "\n".join(problems)
-    assert counts["make"] >= 6
+@pytest.mark.parametrize("name, text, least_make", [
+    ("README.md ## Deploy", readme_deploy_section, 5),
+    ("docs/deploy.md", lambda: DEPLOY_PAGE.read_text(), 6),
+])
+def test_deploy_docs_name_only_commands_that_exist(name, text, least_make):
+    problems, counts = problems_in(text())
+    assert not problems, f"{name}:\n" + "\n".join(problems)
+    assert counts["make"] >= least_make
 
 
-def test_readme_deploy_section_states_what_the_rehearsal_does_not_prove():
-    section = readme_deploy_section()
+def test_deploy_page_states_what_the_rehearsal_does_not_prove():
+    section = DEPLOY_PAGE.read_text()
     assert "moto" in section and "not" in section and "tests/rehearsal/moto_adapter.py" in section
 
 

@@ -54,16 +54,18 @@ class Section:
 
 
 SECTIONS: tuple[Section, ...] = (
-    Section("security-exceptions", "README.md", "tools.security_gate:exceptions_table",
+    Section("security-exceptions", "docs/security.md", "tools.security_gate:exceptions_table",
             ("templates/*.json", "security/*.yaml", "stacks/base.py")),
     Section("parameters", "docs/parameters.md", "tools.reference:parameters_table",
             ("templates/root.json", "params/*.json")),
-    Section("cost", "README.md", "tools.cost.report:readme_section",
+    Section("cost", "docs/cost.md", "tools.cost.report:readme_section",
             ("templates/*.json", "params/*", "prices/*.json", "tools/cost/*.py", "stacks/gpu.py",
              "app/contract.py")),
-    Section("review-sample", "README.md", "tools.review.sample:readme_section",
+    Section("review-sample", "docs/review.md", "tools.review.sample:readme_section",
             ("templates/*.json", "params/*.json", "tools/review/*", "tools/render.py",
              "tools/cfn_types.py", "tools/cost/*.py", "prices/*.json")),
+    Section("client-compatibility", "docs/clients.md", "tests.clients.table:render",
+            ("tests/clients/*.py", "requirements-dev.txt")),
 )
 
 

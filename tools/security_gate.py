@@ -446,7 +446,7 @@ def format_report(report: Report) -> str:
         lines.append("  " + "  ".join(str(cell).ljust(widths[i]) if i < 2 else str(cell).rjust(widths[i])
                                       for i, cell in enumerate(row)))
     lines.append(f"checkov skips: {len(report.skips)}, each next to its resource with its reason "
-                 "(README 'Security gate' table)")
+                 "(docs/security.md table)")
     if report.excluded:
         grouped: dict[tuple[str, str], list[str]] = {}
         for env, finding, _ in report.excluded:

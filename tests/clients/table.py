@@ -1,4 +1,4 @@
-"""Client compatibility: ONE table drives the tests (tests/clients/test_clients.py) and the README.
+"""Client compatibility: ONE table drives the tests (tests/clients/test_clients.py) and docs/clients.md.
 
 Each row is a call a user makes with a real client library (pinned in requirements-dev.txt),
 through the gateway, with the Ollama protocol double (tests/ollama_double.py) as the upstream:
@@ -6,17 +6,15 @@ NO MODEL RUNS, the answers are made-up tokens, so the table says what the gatewa
 refuses, not what a model answers. `run(env)` makes the call and asserts the result the row
 states (a refusal asserts the client's own error type and status). Client libraries are
 imported inside the calls, so rendering the table needs none of them.
-
-    python -m tests.clients.table --write-readme    rewrite the README's marked section
+The docs show the table as the generated section "client-compatibility" of docs/clients.md
+(`make generate` writes it; `generate.py --check` fails when it is stale).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,9 +23,7 @@ from typing import Any
 
 import pytest
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-BEGIN = "<!-- BEGIN generated:client-compatibility -->"
-END = "<!-- END generated:client-compatibility -->"
+REPO = Path(__file__).resolve().parents[2]
 MODEL = "llama3.2:1b"
 EMBED_MODEL = "qwen2.5:0.5b"
 NOT_ALLOWED = "notallowed:latest"  # the double has it; the gateway's allowlist does not
@@ -555,12 +551,12 @@ TABLE: tuple[Row, ...] = (
 )
 
 
-# -- the README section --------------------------------------------------------------------
+# -- the docs section (docs/clients.md) ----------------------------------------------------------
 
 
 def _versions() -> str:
     pins = {}
-    requirements = README.parent / "requirements-dev.txt"
+    requirements = REPO / "requirements-dev.txt"
     for line in requirements.read_text().splitlines():
         name, _, version = line.partition("==")
         if name in ("ollama", "openai", "langchain-ollama", "langchain-openai"):
@@ -569,12 +565,8 @@ def _versions() -> str:
 
 
 def render() -> str:
-    """The README section, markers included."""
+    """The generated section "client-compatibility" of docs/clients.md (tools/docs.py)."""
     lines = [
-        BEGIN,
-        "<!-- written by tests/clients/table.py (python -m tests.clients.table --write-readme);"
-        " tests/clients/test_table.py fails when it is stale -->",
-        "",
         f"Real client libraries ({_versions()}, pinned in requirements-dev.txt) called through "
         "the gateway by `tests/clients/` (part of `make test`). **The upstream was the Ollama "
         "protocol double (`tests/ollama_double.py`), not a model**: the rows say what the "
@@ -585,35 +577,6 @@ def render() -> str:
     ]
     for row in TABLE:
         lines.append(f"| {row.client} | `{row.call}` | {row.result} | {row.reason} |")
-    lines.append(END)
     return "\n".join(lines)
 
 
-def section_of(text: str) -> str | None:
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        return None
-    return text[start:end + len(END)]
-
-
-def with_section(text: str) -> str:
-    """`text` (the README) with its marked section replaced by render()."""
-    current = section_of(text)
-    if current is None:
-        raise ValueError(f"README.md has no {BEGIN} ... {END} section")
-    return text.replace(current, render())
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-readme", action="store_true")
-    args = parser.parse_args(argv)
-    if args.write_readme:
-        README.write_text(with_section(README.read_text()))
-    else:
-        print(render())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.clients.table import README, TABLE, render, section_of
+from tests.clients.table import TABLE, render
 
 
 def test_every_refusal_says_why_and_every_row_is_unique():
@@ -20,11 +20,3 @@ def test_the_table_covers_each_client():
 
 def test_the_readme_says_the_upstream_was_the_double():
     assert "not a model" in render() and "Ollama protocol double" in render()
-
-
-def test_the_readme_section_is_current():
-    section = section_of(README.read_text())
-    assert section is not None, "README.md has no generated client-compatibility section"
-    assert section == render(), (
-        "README.md's client compatibility table is stale: run "
-        ".venv/bin/python -m tests.clients.table --write-readme")

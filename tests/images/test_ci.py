@@ -34,6 +34,5 @@ def test_ci_installs_docker_compose_without_an_engine_and_the_readme_says_so():
     install = [line for line in ci.splitlines() if "install" in line and "docker-compose" in line]
     assert install and all("--no-install-recommends" in line for line in install)
     assert ci.index("docker-compose") < ci.index("make test")
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Images and local run", 1)[1]
+    section = (REPO / "docs" / "images.md").read_text()
     assert "docker-compose" in section and "--no-install-recommends" in section

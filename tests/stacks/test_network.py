@@ -65,8 +65,8 @@ def test_subnet_prefix_follows_from_the_fn_cidr_arguments(network, vpc_cidr):
     prefixes = {ipaddress.ip_network(b).prefixlen for b in blocks}
     assert prefixes == {24}, f"Fn::Cidr with {host_bits} host bits in {vpc_cidr}: {prefixes}"
     assert all(ipaddress.ip_network(b).subnet_of(ipaddress.ip_network(vpc_cidr)) for b in blocks)
-    # What the README and the layer's comment say must be what Fn::Cidr makes.
-    row = next(line for line in (REPO / "README.md").read_text().splitlines()
+    # What the docs and the layer's comment say must be what Fn::Cidr makes.
+    row = next(line for line in (REPO / "docs" / "infrastructure.md").read_text().splitlines()
                if line.startswith("| `VpcCidr` |"))
     assert re.search(rf"/{prefixes.pop()} subnets", row), row
     source = (REPO / "stacks" / "network.py").read_text()

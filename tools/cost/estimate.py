@@ -258,7 +258,7 @@ def build(facts: Facts, book: PriceBook, assumed: dict[str, float]) -> Estimate:
     spot_line = (f"Spot {facts.instance_type}: ${spot[0]}/h (highest AZ {spot[1]}, {spot[2]}): "
                  f"the GPU line would be ${inst['floor'] * H * spot[0]:.2f} at the floor and "
                  f"${inst['ceiling'] * H * spot[0]:.2f} at the ceiling (SpotInstances=true; "
-                 "README, Spot)."
+                 "docs/infrastructure.md, Spot)."
                  if spot else f"Spot {facts.instance_type}: no Spot price in the price file "
                  f"(refresh: make cost-prices REGION={facts.region}).")
     return Estimate(env=facts.env, region=facts.region, lines=lines, surge=surge, assumed=dict(a),

@@ -13,7 +13,7 @@ from tools.deploy.target import TEMPLATES_DIR, Aws, DeployError, resolve_target
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tools.deploy",
-        description="Deploy the LLM API to AWS, one step at a time (see README, 'Deploy', and "
+        description="Deploy the LLM API to AWS, one step at a time (see docs/deploy.md and "
                     "docs/operations.md). Credentials and region come from the usual AWS "
                     "variables or profile.")
     steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
