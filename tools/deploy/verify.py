@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from app.contract import TIMEOUTS
 from stacks import names
 from tools import stackwatch
+from tools.deploy import wake
 from tools.deploy.events import CapacityReport, ServiceEvents, watch
 from tools.deploy.target import Aws, DeployError, Target, aws_call, say
 
@@ -71,9 +72,11 @@ def stability_timeout(values: dict[str, str], target: Target) -> int:
 def wait_for_service(aws: Aws, ref: ServiceRef, timeout: int,
                      sleep: Callable[[float], None] = time.sleep,
                      clock: Callable[[], float] = time.monotonic,
-                     params: dict[str, str] | None = None, env: str = "<env>") -> dict:
+                     params: dict[str, str] | None = None, env: str = "<env>",
+                     min_running: int = 0) -> dict:
     """Until the service runs its desired count on ONE deployment; print what ECS says and,
-    while tasks wait in PROVISIONING, what the Auto Scaling group says."""
+    while tasks wait in PROVISIONING, what the Auto Scaling group says. min_running=1 (a woken
+    service): at least one task must run, and a fall back to 0 desired tasks fails the wait."""
     service = ServiceEvents(aws, ref.cluster, ref.service)
     sources: list = [service]
     if ref.groups:
@@ -88,7 +91,13 @@ def wait_for_service(aws: Aws, ref: ServiceRef, timeout: int,
                               "the circuit breaker rolled back; find why tasks stopped "
                               "(docs/operations.md, 'A task fails health checks')")
         current = service.service
+        if min_running and current.get("desiredCount", 0) < min_running:
+            raise DeployError(f"the service went back to {current.get('desiredCount', 0)} "
+                              f"desired tasks before a task ran: {wake.NOTHING_VERIFIED}",
+                              "the idle policy took it down again (IdleAlarm still in ALARM?): "
+                              "run the deploy again; docs/operations.md, 'Wake from zero'")
         if (len(current.get("deployments", [])) == 1
+                and current.get("runningCount", 0) >= min_running
                 and primary.get("rolloutState", "COMPLETED") == "COMPLETED"
                 and primary.get("runningCount") == primary.get("desiredCount")
                 and current.get("runningCount") == current.get("desiredCount")):
@@ -202,7 +211,9 @@ def api_key(aws: Aws, secret_arn: str) -> str:
 
 
 def verify_service(aws: Aws, target: Target, values: dict[str, str], outputs: dict[str, str],
-                   wait_timeout: int | None) -> int:
+                   wait_timeout: int | None, *, sleep: Callable[[float], None] = time.sleep,
+                   clock: Callable[[], float] = time.monotonic,
+                   knock: Callable[[str], int] = wake.knock) -> int:
     cfn = aws.client("cloudformation")
     tree = aws_call(lambda: stackwatch.stack_tree(cfn, target.root_stack),
                     "list the stack's resources")
@@ -210,13 +221,23 @@ def verify_service(aws: Aws, target: Target, values: dict[str, str], outputs: di
     if ref is None:
         say("no ECS service in the stack yet: nothing to wait for or smoke test")
         return 0
-    service = wait_for_service(aws, ref, wait_timeout or stability_timeout(values, target),
-                               params=values, env=target.env)
-    verify_task_definition(service, ref)
     url = outputs.get(names.SERVICE_URL)
     secret = outputs.get(names.API_KEY_SECRET_ARN)
+    timeout = wait_timeout or stability_timeout(values, target)
+    min_running = 0
+    # At 0 desired tasks (scale-to-zero) "stable at 0/0" would pass with nothing run: wake it
+    # the way a client does (tools/deploy/wake.py), then wait for one task of the new definition.
+    if wake.describe(aws, ref.cluster, ref.service).get("desiredCount", 0) == 0:
+        wake.start_one_task(aws, target, tree, ref.cluster, ref.service, url, sleep=sleep,
+                            clock=clock, knock_with=knock)
+        if not wait_timeout:
+            timeout += wake.wake_seconds(values, target)
+        min_running = 1
+    service = wait_for_service(aws, ref, timeout, sleep=sleep, clock=clock, params=values,
+                               env=target.env, min_running=min_running)
+    verify_task_definition(service, ref)
     if url and secret:
-        smoke_test(url, api_key(aws, secret), target.model)
+        smoke_test(url, api_key(aws, secret), target.model, sleep=sleep)
     else:
         say(f"no {names.SERVICE_URL}/{names.API_KEY_SECRET_ARN} output: smoke test skipped")
     say("")
