@@ -220,6 +220,8 @@ class Rehearsal:
         Quotas knows only `vpc`) and the images `make images` would have pushed."""
         for code, name, value in QUOTAS:
             set_service_quota(self.port, "ec2", code, name, value)
+        if {**self.params, **self.overrides}.get("SpotInstances") == "true":
+            set_service_quota(self.port, "ec2", *SPOT_QUOTA)
         outputs = {o["OutputKey"]: o["OutputValue"] for o in self.client(
             "cloudformation").describe_stacks(StackName=f"{self.params['ProjectName']}-"
                                               f"{self.env}-registry")["Stacks"][0]["Outputs"]}
@@ -256,6 +258,8 @@ def self_signed(domain: str) -> tuple[bytes, bytes]:
 # The account the rehearsal stands in for: room for dev and prod (test_preflight.py sets its own).
 QUOTAS = (("L-DB2E81BA", "Running On-Demand G and VT instances", 256),
           ("L-0263D0A3", "EC2-VPC Elastic IPs", 5))
+# Set only when a rehearsal runs with SpotInstances=true (tools/preflight/capacity.py).
+SPOT_QUOTA = ("L-3819A6DF", "All G and VT Spot Instance Requests", 64)
 
 
 def copy_templates(source: Path, destination: Path) -> Path:

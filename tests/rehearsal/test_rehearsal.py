@@ -296,6 +296,13 @@ def test_spot_instances_deploy(tmp_path):
         run.run()
         assert run.succeeded, run.transcript[-2000:]
         group, = run.client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]
+    # deploy's preflight read the Spot quota the harness set (SPOT_QUOTA, 64 vCPUs) and sized
+    # it at the larger override: (AsgMaxSize 2 + 1 roll surge) x 8 vCPUs (g5.2xlarge).
+    spot_line = next(line for line in run.transcript.splitlines()
+                     if "GPU Spot vCPU quota" in line and line.startswith("["))
+    assert spot_line.startswith("[ok]"), run.transcript[-3000:]
+    assert "24 vCPUs = (AsgMaxSize 2 + 1 for a `make roll` surge) x 8 vCPUs (g5.2xlarge" in (
+        run.transcript)
     policy = group["MixedInstancesPolicy"]
     assert policy["InstancesDistribution"]["OnDemandPercentageAboveBaseCapacity"] == 0
     assert policy["InstancesDistribution"]["SpotAllocationStrategy"] == "capacity-optimized"

@@ -8,6 +8,8 @@ import re
 from botocore.exceptions import ClientError
 
 from stacks import names
+from stacks.cluster import SPOT
+from stacks.gpu import spot_alternatives
 from tools.deploy.roll import PREFERENCES
 from tools.preflight.core import (
     CheckUnavailable,
@@ -26,6 +28,13 @@ from tools.preflight.core import (
 #   moto/servicequotas/resources/default_quotas/vpc.py). List them yourself with
 #   `aws service-quotas list-service-quotas --service-code ec2`.
 GPU_QUOTA = ("ec2", "L-DB2E81BA", "G and VT")
+# Spot: "All G and VT Spot Instance Requests" (vCPUs, default 0; the quota names in
+# https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/using-spot-limits.html), code L-3819A6DF as
+# ListServiceQuotas prints it (github.com/geyang/jaynes-starter-kit, 02_ec2_docker_guide/setup/
+# spot_limit.md at 0e7994c904de90c9d03bd9264452c3337b36e24e, under its older name "All G Spot
+# Instance Requests"). The guard wants "G and VT Spot": the Standard Spot quota (L-34B43A08,
+# "All Standard (...) Spot Instance Requests") or the On-Demand one can never pass for it.
+SPOT_GPU_QUOTA = ("ec2", "L-3819A6DF", "G and VT Spot")
 EIP_QUOTA = ("ec2", "L-0263D0A3", "Elastic IP")
 VPC_QUOTA = ("vpc", "L-F678F1CE", "VPCs per Region")
 
@@ -92,6 +101,28 @@ def increase_command(ctx: Context, quota: tuple[str, str, str], value: int) -> s
             f"--quota-code {code} --desired-value {value} --region {ctx.region}")
 
 
+def others_in_use(ctx: Context, spot: bool, known: dict[str, int]) -> int:
+    """vCPUs of this account's running G/VT instances of one market (On-Demand or Spot), except
+    this environment's own (they are part of what it needs already): the Auto Scaling group
+    propagates its Project and Environment tags to the instances it launches
+    (stacks/cluster.py, PropagateAtLaunch)."""
+    ec2 = ctx.aws.client("ec2")
+    reservations = pages(ec2, "describe_instances", "ec2:DescribeInstances", "Reservations",
+                         Filters=[{"Name": "instance-state-name",
+                                   "Values": list(COUNTED_STATES)}])
+    others: dict[str, int] = {}
+    for reservation in reservations:
+        for instance in reservation.get("Instances", []):
+            kind = instance.get("InstanceType", "")
+            tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+            own = all(tags.get(k) == v for k, v in ctx.target.tags.items())
+            if (GPU_FAMILY.match(kind) and (instance.get("InstanceLifecycle") == "spot") is spot
+                    and not own):
+                others[kind] = others.get(kind, 0) + 1
+    sizes = {**known, **vcpus_of(ctx, set(others) - set(known))}
+    return sum(count * sizes.get(kind, 0) for kind, count in others.items())
+
+
 def check_gpu_quota(ctx: Context, name: str) -> Result:
     instance_type = ctx.value(names.INSTANCE_TYPE)
     max_size = int(ctx.value(names.ASG_MAX_SIZE) or 0)
@@ -104,24 +135,7 @@ def check_gpu_quota(ctx: Context, name: str) -> Result:
     surge = roll_surge(max_size)
     needed = (max_size + surge) * per_instance
     limit, quota_name = quota_value(ctx, GPU_QUOTA)
-    # Running G/VT instances of this account in this region, except this environment's own
-    # (they are part of `needed` already): the Auto Scaling group propagates its Project and
-    # Environment tags to the instances it launches (stacks/cluster.py, PropagateAtLaunch).
-    ec2 = ctx.aws.client("ec2")
-    reservations = pages(ec2, "describe_instances", "ec2:DescribeInstances", "Reservations",
-                         Filters=[{"Name": "instance-state-name",
-                                   "Values": list(COUNTED_STATES)}])
-    others: dict[str, int] = {}
-    for reservation in reservations:
-        for instance in reservation.get("Instances", []):
-            kind = instance.get("InstanceType", "")
-            tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
-            own = all(tags.get(k) == v for k, v in ctx.target.tags.items())
-            if (GPU_FAMILY.match(kind) and instance.get("InstanceLifecycle") != "spot"
-                    and not own):
-                others[kind] = others.get(kind, 0) + 1
-    sizes = vcpus_of(ctx, set(others))
-    in_use = sum(count * sizes.get(kind, 0) for kind, count in others.items())
+    in_use = others_in_use(ctx, spot=False, known={})
     found = (f"quota {limit:g} vCPUs ({quota_name}); {in_use} in use by other running G/VT "
              f"instances; {limit - in_use:g} free")
     wanted = (f"{needed} vCPUs = (AsgMaxSize {max_size} + {surge} for a `make roll` surge) x "
@@ -132,6 +146,43 @@ def check_gpu_quota(ctx: Context, name: str) -> Result:
                   increase_command(ctx, GPU_QUOTA, math.ceil(in_use + needed)),
                   f"or lower AsgMaxSize in params/{ctx.env}.json (new accounts start at 0; "
                   "approval can take a day or more)")
+
+
+def check_spot_gpu_quota(ctx: Context, name: str) -> Result:
+    """SpotInstances=true: the group launches Spot only (no On-Demand share, stacks/cluster.py),
+    over InstanceType and its Spot alternative (stacks/gpu.py spot_alternatives, the mixed
+    instances policy's overrides). Capacity-optimized may pick either, so every instance is
+    counted at the larger type's vCPUs."""
+    if ctx.value(SPOT) != "true":
+        return ok(name, f"{SPOT}=false: the group launches On-Demand instances only",
+                  "no Spot quota")
+    instance_type = ctx.value(names.INSTANCE_TYPE)
+    types = {instance_type} | ({spot_alternatives()[instance_type]}
+                               if instance_type in spot_alternatives() else set())
+    sizes = vcpus_of(ctx, types)
+    unknown = sorted(types - set(sizes))
+    if unknown:
+        return failed(name, f"EC2 does not know instance type {', '.join(unknown)} in "
+                      f"{ctx.region}", "the GPU types of the mixed instances policy",
+                      f"set InstanceType=<type> in params/{ctx.env}.json (aws ec2 "
+                      "describe-instance-types)")
+    largest = max(sizes, key=lambda kind: (sizes[kind], kind))
+    max_size = int(ctx.value(names.ASG_MAX_SIZE) or 0)
+    surge = roll_surge(max_size)
+    needed = (max_size + surge) * sizes[largest]
+    limit, quota_name = quota_value(ctx, SPOT_GPU_QUOTA)
+    in_use = others_in_use(ctx, spot=True, known=sizes)
+    found = (f"quota {limit:g} vCPUs ({quota_name}); {in_use} in use by other running G/VT "
+             f"Spot instances; {limit - in_use:g} free")
+    wanted = (f"{needed} vCPUs = (AsgMaxSize {max_size} + {surge} for a `make roll` surge) x "
+              f"{sizes[largest]} vCPUs ({largest}, the largest of "
+              f"{', '.join(sorted(types))})")
+    if limit - in_use >= needed:
+        return ok(name, found, wanted)
+    return failed(name, found, wanted,
+                  increase_command(ctx, SPOT_GPU_QUOTA, math.ceil(in_use + needed)),
+                  f"or lower AsgMaxSize, or set {SPOT}=false in params/{ctx.env}.json "
+                  "(Spot quotas start at 0 and are separate from the On-Demand one)")
 
 
 def check_vpcs(ctx: Context, name: str) -> Result:
@@ -194,6 +245,8 @@ def check_zone_offerings(ctx: Context, name: str) -> Result:
 CHECKS = (
     (f"GPU vCPU quota ({GPU_QUOTA[0]}/{GPU_QUOTA[1]} Running On-Demand G and VT instances)",
      check_gpu_quota),
+    (f"GPU Spot vCPU quota ({SPOT_GPU_QUOTA[0]}/{SPOT_GPU_QUOTA[1]} All G and VT Spot Instance "
+     "Requests)", check_spot_gpu_quota),
     (f"VPCs per region ({VPC_QUOTA[0]}/{VPC_QUOTA[1]})", check_vpcs),
     (f"Elastic IPs for the NAT gateways ({EIP_QUOTA[0]}/{EIP_QUOTA[1]})", check_elastic_ips),
     ("instance type offered in every AZ", check_zone_offerings),
