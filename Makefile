@@ -23,6 +23,7 @@ help:
 	@echo "make bench      benchmarks: generation time, gateway overhead (a few minutes; docs/benchmarks.md)"
 	@echo "make bootstrap|images|preview|deploy|roll|teardown ENV=<env>   the deploy path (README, Deploy; docs/deploy.md)"
 	@echo "make preflight ENV=<env>   read-only checks of the account before a deploy (docs/deploy.md, Preflight)"
+	@echo "make wake-check ENV=<env>   time a wake from zero tasks by part (ScaleToZero; real account, not run here)"
 
 venv: $(STAMP)
 
@@ -86,6 +87,12 @@ preview deploy: $(STAMP)
 
 teardown: $(STAMP)
 	$(require-env)$(PY) -m tools.deploy $@ $(ENV)$(if $(YES), --yes)
+
+# Scale to zero (docs/operations.md, "Wake from zero"): waits for 0 tasks, sends one request,
+# times the wake by part. Needs a real account; tested with stubs only, never run against AWS.
+.PHONY: wake-check
+wake-check: $(STAMP)
+	$(require-env)$(PY) -m tools.deploy $@ $(ENV)
 
 # Container checks that need no Docker engine (the tests under tests/images run them too).
 .PHONY: lint-containers

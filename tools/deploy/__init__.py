@@ -9,6 +9,8 @@ python -m tools.deploy STEP ENV (Makefile: make STEP ENV=<env>).
     roll.py       roll ENV       instance refresh onto the current launch template, serving
     (tools/preflight) preflight ENV   read-only account checks; deploy runs them first
     teardown.py   teardown ENV   scale to zero, drop protections, delete, list what was kept
+    wakecheck.py  wake-check ENV time a wake from zero tasks by part (real account; not run here)
+    wake.py                      (deploy, wake-check) a service at zero: its wake path, the wake
     cli.py                       the argument parser and main()
 
 Shared: target.py (ENV -> Target, the boto3 session, AWS errors -> what to do), changeset.py

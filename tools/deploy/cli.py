@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
          "(then `make roll` replaces the instances). Refuses if the Ollama image's model "
          "label differs from ModelName. Then waits until the ECS service is stable (printing "
          "the Auto Scaling group's scaling activity while tasks wait in PROVISIONING), "
-         "verifies that the new task definition runs, calls /v1/models and a tiny "
+         "verifies that the new task definition runs (a service scaled to zero is woken "
+         "first with one request, as a client would; at night or without a wake path the "
+         "deploy fails: nothing verified), calls /v1/models and a tiny "
          "completion, and prints the service URL and how to read the API key. prod stacks "
          "get termination protection; all stacks get cost-allocation tags."),
     ):
@@ -88,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
          "scale-in protected instances are refreshed and the capacity provider's managed "
          "draining moves their task first. Prints the refresh's progress until it ends.")
 
+    step("wake-check", "time a wake from zero tasks (ScaleToZero=true) on a real account",
+         "Wait (bounded, saying for what) until the service runs 0 tasks after IdleMinutes "
+         "without a request; send one request to ServiceUrl/readyz (expects the load "
+         "balancer's 503); poll /readyz with backoff until 200, then one authenticated GET "
+         "/v1/models; print the time per part (wake alarm, desired count 1, instance launch or "
+         "warm-pool start, registration, image pull, task RUNNING, target healthy, first 200) "
+         "from the CloudWatch, Application Auto Scaling, Auto Scaling and ECS timestamps. "
+         "Refuses at night (MaxCapacity 0) and where ScaleToZero is off. Tested with stubbed "
+         "AWS responses and a fake clock only: it has NOT run against AWS.")
+
     sub = step("teardown", "scale to zero, drop protections, delete the root stack",
                "Scale the ECS service to zero (autoscaling pinned to 0), remove scale-in "
                "protection from the GPU instances, turn off the ALB's deletion protection "
@@ -100,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, aws: Aws | None = None) -> int:
-    from tools.deploy import apply, bootstrap, images, preview, roll, teardown
+    from tools.deploy import apply, bootstrap, images, preview, roll, teardown, wakecheck
 
     args = build_parser().parse_args(argv)
     aws = aws or Aws(region=args.region)
@@ -121,6 +133,8 @@ def main(argv: list[str] | None = None, aws: Aws | None = None) -> int:
                                   aws=aws)
         if args.step == "teardown":
             return teardown.teardown(aws, target, args.yes)
+        if args.step == "wake-check":
+            return wakecheck.wake_check(aws, target)
         overrides = apply.parse_overrides(args.parameter)
         if args.step == "preview":
             return preview.preview(aws, target, args.image_tag, overrides)

@@ -9,7 +9,7 @@ import pytest
 
 from tests.cfn import REPO
 
-STEPS = ("bootstrap", "images", "preview", "deploy", "roll", "teardown")
+STEPS = ("bootstrap", "images", "preview", "deploy", "roll", "teardown", "wake-check")
 
 @pytest.mark.parametrize("step", STEPS)
 def test_every_step_has_help(step):
@@ -43,3 +43,9 @@ def test_make_deploy_passes_an_explicit_image_tag():
     result = subprocess.run(["make", "-n", "deploy", "ENV=dev", "IMAGE_TAG=abc123"], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert "--image-tag abc123" in result.stdout
+
+
+def test_wake_check_help_says_it_has_not_run_against_aws():
+    result = subprocess.run([sys.executable, "-m", "tools.deploy", "wake-check", "--help"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert "NOT run against AWS" in " ".join(result.stdout.split())
