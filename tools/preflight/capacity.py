@@ -134,18 +134,24 @@ def check_gpu_quota(ctx: Context, name: str) -> Result:
                       "describe-instance-types)")
     surge = roll_surge(max_size)
     needed = (max_size + surge) * per_instance
-    limit, quota_name = quota_value(ctx, GPU_QUOTA)
-    in_use = others_in_use(ctx, spot=False, known={})
-    found = (f"quota {limit:g} vCPUs ({quota_name}); {in_use} in use by other running G/VT "
-             f"instances; {limit - in_use:g} free")
     wanted = (f"{needed} vCPUs = (AsgMaxSize {max_size} + {surge} for a `make roll` surge) x "
               f"{per_instance} vCPUs ({instance_type})")
+    return vcpu_verdict(ctx, name, GPU_QUOTA, needed, wanted, spot=False, known={},
+                        other_fix=f"or lower AsgMaxSize in params/{ctx.env}.json (new accounts "
+                                  "start at 0; approval can take a day or more)")
+
+
+def vcpu_verdict(ctx: Context, name: str, quota: tuple[str, str, str], needed: int, wanted: str,
+                 spot: bool, known: dict[str, int], other_fix: str) -> Result:
+    """ok when the quota minus other running G/VT instances leaves `needed` vCPUs."""
+    limit, quota_name = quota_value(ctx, quota)
+    in_use = others_in_use(ctx, spot=spot, known=known)
+    found = (f"quota {limit:g} vCPUs ({quota_name}); {in_use} in use by other running G/VT "
+             f"{'Spot ' if spot else ''}instances; {limit - in_use:g} free")
     if limit - in_use >= needed:
         return ok(name, found, wanted)
-    return failed(name, found, wanted,
-                  increase_command(ctx, GPU_QUOTA, math.ceil(in_use + needed)),
-                  f"or lower AsgMaxSize in params/{ctx.env}.json (new accounts start at 0; "
-                  "approval can take a day or more)")
+    return failed(name, found, wanted, increase_command(ctx, quota, math.ceil(in_use + needed)),
+                  other_fix)
 
 
 def check_spot_gpu_quota(ctx: Context, name: str) -> Result:
@@ -170,19 +176,13 @@ def check_spot_gpu_quota(ctx: Context, name: str) -> Result:
     max_size = int(ctx.value(names.ASG_MAX_SIZE) or 0)
     surge = roll_surge(max_size)
     needed = (max_size + surge) * sizes[largest]
-    limit, quota_name = quota_value(ctx, SPOT_GPU_QUOTA)
-    in_use = others_in_use(ctx, spot=True, known=sizes)
-    found = (f"quota {limit:g} vCPUs ({quota_name}); {in_use} in use by other running G/VT "
-             f"Spot instances; {limit - in_use:g} free")
     wanted = (f"{needed} vCPUs = (AsgMaxSize {max_size} + {surge} for a `make roll` surge) x "
               f"{sizes[largest]} vCPUs ({largest}, the largest of "
               f"{', '.join(sorted(types))})")
-    if limit - in_use >= needed:
-        return ok(name, found, wanted)
-    return failed(name, found, wanted,
-                  increase_command(ctx, SPOT_GPU_QUOTA, math.ceil(in_use + needed)),
-                  f"or lower AsgMaxSize, or set {SPOT}=false in params/{ctx.env}.json "
-                  "(Spot quotas start at 0 and are separate from the On-Demand one)")
+    return vcpu_verdict(ctx, name, SPOT_GPU_QUOTA, needed, wanted, spot=True, known=sizes,
+                        other_fix=f"or lower AsgMaxSize, or set {SPOT}=false in params/{ctx.env}"
+                                  ".json (Spot quotas start at 0 and are separate from the "
+                                  "On-Demand one)")
 
 
 def check_vpcs(ctx: Context, name: str) -> Result:
