@@ -315,7 +315,7 @@ def declaration_problems(settings: tuple[Setting, ...] = SETTINGS) -> list[str]:
             continue
         if not isinstance(item.default, _PYTHON_TYPES[item.kind]) or (
                 item.kind in ("int", "float") and isinstance(item.default, bool)):
-            problems.append(f"{item.env}: default {item.default!r} is not a {item.kind}")
+            problems.append(f"{item.env}: default {item.default!r} is not of kind {item.kind}")
             continue
         problems += [f"{problem} (its own default {item.default!r} is not)"
                      for problem in item.problems(item.default)]

@@ -113,10 +113,11 @@ def budget_table(budget: contract.TimeoutBudget = contract.TIMEOUTS) -> str:
     return "\n".join(lines)
 
 
-def budget_problems(budget: contract.TimeoutBudget = contract.TIMEOUTS) -> list[str]:
+def budget_problems() -> list[str]:
     """One line per violated budget rule or broken declaration (generate.py exits 2 on any)."""
-    return ([f"timeout budget: {rule}" for rule in budget.violations()]
-            + [f"setting declaration: {problem}" for problem in contract.declaration_problems()])
+    return ([f"timeout budget: {rule}" for rule in contract.TIMEOUTS.violations()]
+            + [f"setting declaration: {problem}"
+               for problem in contract.declaration_problems(contract.SETTINGS)])
 
 
 def rendered(repo: Path = REPO) -> dict[str, str]:
