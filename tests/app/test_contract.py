@@ -24,19 +24,29 @@ def test_derived_values_keep_their_order():
     assert t.stream_ping_seconds < t.first_token_seconds < t.alb_idle_timeout_seconds
 
 
+# Each change is relative to the shipped budget (tests/test_one_edit.py raises its numbers).
+_BASE = TimeoutBudget()
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"first_token_seconds": 400}, "first-token timeout must be shorter"),
-        ({"stream_ping_seconds": 200}, "stream ping interval must be shorter"),
-        ({"upstream_connect_seconds": 130}, "upstream connect timeout must be shorter"),
+        ({"first_token_seconds": _BASE.max_generation_seconds + 100},
+         "first-token timeout must be shorter"),
+        ({"stream_ping_seconds": _BASE.first_token_seconds + 80},
+         "stream ping interval must be shorter"),
+        ({"upstream_connect_seconds": _BASE.first_token_seconds + 10},
+         "upstream connect timeout must be shorter"),
         ({"max_generation_seconds": 3990}, "ALB idle timeout must be at most 4000"),
         ({"graceful_shutdown_seconds": 118}, "container stop timeout must be at most 120"),
         ({"client_write_seconds": 0}, "client write bound must be positive"),
-        ({"client_write_seconds": 300}, "client write bound must be positive and shorter"),
-        ({"client_write_seconds": 121}, "client write bound must not exceed the first-token"),
+        ({"client_write_seconds": _BASE.max_generation_seconds},
+         "client write bound must be positive and shorter"),
+        ({"client_write_seconds": _BASE.first_token_seconds + 1},
+         "client write bound must not exceed the first-token"),
         ({"request_body_seconds": 0}, "request body timeout must be positive"),
-        ({"request_body_seconds": 330}, "request body timeout must be positive and shorter"),
+        ({"request_body_seconds": _BASE.alb_idle_timeout_seconds},
+         "request body timeout must be positive and shorter"),
     ],
 )
 def test_a_broken_budget_names_the_inequality(change, message):
