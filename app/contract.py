@@ -1,10 +1,14 @@
 """The gateway's contract with the infrastructure: settings, timeout budget, scaling metric.
 
 Standard library only. The gateway (app.settings) and the template generator (stacks/) both
-read this module, so a setting's name, default and source, every timeout and the metric the
-service scales on are written down once. Adding a setting is a change here and nowhere else:
-the config layer creates its SSM parameter, the service layer injects it, the Settings class
-parses it, and the compose parity test expects it.
+read this module, so a setting's name, default, source and bounds, every timeout and the metric
+the service scales on are written down once. Adding a setting is one declaration here plus
+`make generate` (then the code that uses it): the config layer creates its SSM parameter, the
+service layer injects it, generate.py writes its typed field into app/settings.py and its
+default into gateway.env (compose), the Settings class enforces its bounds, and the compose
+parity test expects it. Raising the longest generation is one number in TimeoutBudget: the ALB,
+the target group, the task's UVICORN_* values, gateway.env and the docs follow, and generate.py
+refuses a budget whose inequalities fail.
 """
 
 from __future__ import annotations
