@@ -13,7 +13,7 @@ help:
 	@echo "make generate   set up .venv and write templates/*.json"
 	@echo "make test       set up .venv and run the whole test suite"
 	@echo "make check      fail if templates/ is stale"
-	@echo "make lint       cfn-lint over templates/, ruff over the Python"
+	@echo "make lint       cfn-lint over templates/, ruff over the Python, mypy over app/ and stacks/"
 	@echo "make lint-containers   hadolint, shellcheck, compose schema + docker-compose config"
 	@echo "make security   checkov, Control Tower guard rules and own rules (part of make test)"
 	@echo "make rehearse   bootstrap + deploy against moto on 127.0.0.1, no AWS (part of make test)"
@@ -41,9 +41,11 @@ generate: $(STAMP)
 check: $(STAMP)
 	$(PY) generate.py --check
 
+# mypy: the pinned version of requirements-dev.txt, configured in setup.cfg ([mypy]: app/, stacks/).
 lint: $(STAMP)
 	$(VENV)/bin/cfn-lint
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 $(CHECKOV_STAMP): security/requirements-checkov.txt | $(STAMP)
 	rm -rf $(CHECKOV_VENV)
@@ -57,6 +59,7 @@ security: $(STAMP) $(CHECKOV_STAMP)
 
 test: $(STAMP) security
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 rollout-check: $(STAMP)
@@ -67,7 +70,7 @@ bench: $(STAMP)
 	$(PY) -m bench.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 	rm -rf $(CHECKOV_VENV) .cache/security
 
 # Deploy path (docs/deploy.md; docs/operations.md): python -m tools.deploy STEP ENV.

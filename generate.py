@@ -8,7 +8,12 @@
 
 No AWS call is made. Output is byte-identical on every run (sorted keys, fixed indent). The
 generated tables of the README and docs/ (tools/docs.py) are written after the templates, from
-them: only the tables whose inputs changed are produced again.
+them: only the tables whose inputs changed are produced again. Files derived from app/contract.py
+(gateway.env for compose, the field list of app/settings.py; tools/contract_files.py) are
+written and checked with them.
+
+A timeout budget whose inequalities fail (TimeoutBudget.violations()) or a setting declaration
+that breaks its own bounds is refused before anything is written: exit 2, one line per rule.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from stacks import build_all  # noqa: E402
 from stacks.base import to_json  # noqa: E402
 from stacks.root import WiringError  # noqa: E402
 from stacks.settings import GenerationSettings, SettingsError  # noqa: E402
-from tools import docs  # noqa: E402
+from tools import contract_files, docs  # noqa: E402
 from tools.files import write_atomically  # noqa: E402
 
 DEFAULT_OUT = REPO / "templates"
@@ -75,6 +80,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="generation settings file (default: generation.toml)")
     args = parser.parse_args(argv)
 
+    refused = contract_files.budget_problems()
+    if refused:
+        for problem in refused:
+            print(f"generate.py: error: {problem}", file=sys.stderr)
+        print("generate.py: nothing written; fix app/contract.py", file=sys.stderr)
+        return 2
+
     try:
         settings = GenerationSettings.from_file(args.settings)
         rendered = render(settings)
@@ -93,15 +105,18 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
         try:
+            derived = contract_files.update(check=True) if with_docs else []
             sections = docs.update(check=True) if with_docs else []
-        except docs.DocsError as error:
+        except (docs.DocsError, contract_files.ContractFileError) as error:
             print(f"generate.py: error: {error}", file=sys.stderr)
             return 2
+        for name in derived:
+            print(f"stale: {name} (derived from app/contract.py)", file=sys.stderr)
         for section in sections:
             print(f"stale: generated section {section}", file=sys.stderr)
-        if sections:
-            print("generate.py: generated doc sections are out of date; run `make generate` and "
-                  "commit them", file=sys.stderr)
+        if derived or sections:
+            print("generate.py: generated files or doc sections are out of date; run `make "
+                  "generate` and commit them", file=sys.stderr)
             return 1
         print(f"{len(rendered)} templates up to date in {args.out}"
               + (f"; {len(docs.SECTIONS)} generated doc sections current" if with_docs else ""))
@@ -111,10 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {len(rendered)} templates to {args.out} ({len(changed)} changed)")
     if with_docs:
         try:
+            derived = contract_files.update()
             sections = docs.update()
-        except docs.DocsError as error:
+        except (docs.DocsError, contract_files.ContractFileError) as error:
             print(f"generate.py: error: {error}", file=sys.stderr)
             return 2
+        print(f"{len(contract_files.rendered())} files derived from app/contract.py "
+              f"({len(derived)} changed)")
         print(f"{len(docs.SECTIONS)} generated doc sections ({len(sections)} changed)")
     return 0
 

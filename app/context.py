@@ -11,7 +11,7 @@ import dataclasses
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from app.errors import api_style
@@ -93,7 +93,7 @@ class RequestInfo:
         }
 
 
-def info_of(scope: dict[str, Any]) -> RequestInfo:
+def info_of(scope: MutableMapping[str, Any]) -> RequestInfo:
     info = scope.get(SCOPE_KEY)
     if info is None:  # the app was called without the context middleware (unit tests)
         path = scope.get("path", "")

@@ -1,10 +1,14 @@
 """The gateway's contract with the infrastructure: settings, timeout budget, scaling metric.
 
 Standard library only. The gateway (app.settings) and the template generator (stacks/) both
-read this module, so a setting's name, default and source, every timeout and the metric the
-service scales on are written down once. Adding a setting is a change here and nowhere else:
-the config layer creates its SSM parameter, the service layer injects it, the Settings class
-parses it, and the compose parity test expects it.
+read this module, so a setting's name, default, source and bounds, every timeout and the metric
+the service scales on are written down once. Adding a setting is one declaration here plus
+`make generate` (then the code that uses it): the config layer creates its SSM parameter, the
+service layer injects it, generate.py writes its typed field into app/settings.py and its
+default into gateway.env (compose), the Settings class enforces its bounds, and the compose
+parity test expects it. Raising the longest generation is one number in TimeoutBudget: the ALB,
+the target group, the task's UVICORN_* values, gateway.env and the docs follow, and generate.py
+refuses a budget whose inequalities fail.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-SettingValue = str | int | float | bool | tuple
+SettingValue = str | int | float | bool | tuple[str, ...]
 
 
 class Source(enum.Enum):
@@ -26,11 +30,16 @@ class Source(enum.Enum):
 
 @dataclass(frozen=True)
 class Setting:
-    """One environment variable the gateway reads.
+    """One environment variable the gateway reads, with the values it accepts.
 
     kind: "str", "int", "float", "bool" or "csv" (a comma-separated list, parsed explicitly).
     root_parameter: for SSM and TASK settings whose value differs per environment, the root
     template parameter that supplies it; otherwise the default is written into the template.
+    Bounds (app.settings refuses a value outside them, naming the variable):
+      above / minimum / maximum: for int and float, exclusive lower, inclusive lower and
+      inclusive upper bound; for csv, minimum is the fewest entries allowed;
+      choices: for str, the allowed values (compared case-insensitively);
+      prefixes: for str, the value must start with one of them.
     """
 
     env: str
@@ -39,18 +48,47 @@ class Setting:
     source: Source
     description: str
     root_parameter: str | None = None
+    above: float | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
 
     @property
     def default_text(self) -> str:
         """The default as the string an environment variable (or SSM parameter) holds."""
         return render_value(self.kind, self.default)
 
+    def problems(self, value: SettingValue) -> list[str]:
+        """What is wrong with a parsed value of this setting (empty when it is allowed)."""
+        found = []
+        if self.kind == "csv" and isinstance(value, tuple):
+            if self.minimum is not None and len(value) < self.minimum:
+                found.append(f"{self.env} must name at least {self.minimum:g} "
+                             f"entr{'y' if self.minimum == 1 else 'ies'}")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            if self.above is not None and not value > self.above:
+                found.append(f"{self.env} must be greater than {self.above:g}")
+            if self.minimum is not None and value < self.minimum:
+                found.append(f"{self.env} must not be negative" if self.minimum == 0 else
+                             f"{self.env} must be at least {self.minimum:g}")
+            if self.maximum is not None and value > self.maximum:
+                found.append(f"{self.env} must be at most {self.maximum:g}")
+        elif isinstance(value, str):
+            if self.choices and value.lower() not in self.choices:
+                found.append(f"{self.env} must be one of {', '.join(self.choices)}")
+            if self.prefixes and not value.startswith(self.prefixes):
+                found.append(f"{self.env} must start with {' or '.join(self.prefixes)}")
+        return found
+
 
 def render_value(kind: str, value: SettingValue) -> str:
     if kind == "bool":
         return "true" if value else "false"
     if kind == "csv":
-        return ",".join(value)  # type: ignore[arg-type]
+        if not isinstance(value, tuple):
+            raise TypeError(f"a csv value is a tuple of strings, not {value!r}")
+        return ",".join(value)
     return str(value)
 
 
@@ -179,33 +217,37 @@ SCALING_METRIC = IN_FLIGHT_REQUESTS
 OLLAMA_PORT = 11434
 GATEWAY_PORT = 8000
 DEFAULT_OLLAMA_PARALLEL = 4
+# The names Python's logging knows (app/logs.py maps them to levels).
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("OLLAMA_BASE_URL", "str", f"http://127.0.0.1:{OLLAMA_PORT}", Source.TASK,
-            "Where Ollama listens: the sidecar on the task's loopback."),
+            "Where Ollama listens: the sidecar on the task's loopback.",
+            prefixes=("http://", "https://")),
     Setting("GATEWAY_API_KEYS", "csv", (), Source.SECRET,
             "Active bearer keys, comma-separated (two during a rotation)."),
     Setting("GATEWAY_AUTH_DISABLED", "bool", False, Source.LOCAL,
             "Serve without keys. Only for a local run; never set in ECS."),
     Setting("GATEWAY_MODELS", "csv", ("llama3.2:1b",), Source.SSM,
             "Allowed models, comma-separated; the first is the default.",
-            root_parameter="ModelName"),
+            root_parameter="ModelName", minimum=1),
     Setting("GATEWAY_MAX_BODY_BYTES", "int", 1_048_576, Source.SSM,
-            "Largest request body accepted; larger is 413 before parsing."),
+            "Largest request body accepted; larger is 413 before parsing.", above=0),
     Setting("GATEWAY_MAX_OUTPUT_TOKENS", "int", 2048, Source.SSM,
-            "Cap on num_predict / max_tokens."),
+            "Cap on num_predict / max_tokens.", above=0),
     Setting("GATEWAY_CONTEXT_TOKENS", "int", 8192, Source.SSM,
-            "Context size given to Ollama; longer prompts are refused with 400."),
+            "Context size given to Ollama; longer prompts are refused with 400.", above=0),
     Setting("GATEWAY_MAX_CONCURRENCY", "int", DEFAULT_OLLAMA_PARALLEL, Source.SSM,
             "Requests served at once per task (sized to OLLAMA_NUM_PARALLEL).",
-            root_parameter="OllamaNumParallel"),
+            root_parameter="OllamaNumParallel", above=0),
     Setting("GATEWAY_QUEUE_TIMEOUT_SECONDS", "float", 1.0, Source.SSM,
-            "Longest wait for a free slot before 429 with Retry-After."),
+            "Longest wait for a free slot before 429 with Retry-After.", minimum=0),
     Setting("GATEWAY_CORS_ORIGINS", "csv", (), Source.LOCAL,
             "Allowed CORS origins, comma-separated; empty turns CORS off."),
     Setting("GATEWAY_DOCS_ENABLED", "bool", False, Source.LOCAL,
             "Serve /docs and /openapi.json."),
-    Setting("GATEWAY_LOG_LEVEL", "str", "info", Source.TASK, "Log level of the gateway."),
+    Setting("GATEWAY_LOG_LEVEL", "str", "info", Source.TASK, "Log level of the gateway.",
+            choices=LOG_LEVELS),
     Setting("GATEWAY_CLUSTER_NAME", "str", "local", Source.TASK,
             "ECS cluster name: the ClusterName dimension of the metrics."),
     Setting("GATEWAY_SERVICE_NAME", "str", "local", Source.TASK,
@@ -214,33 +256,41 @@ SETTINGS: tuple[Setting, ...] = (
     # there; tests and local runs shorten them.
     Setting("GATEWAY_UPSTREAM_CONNECT_TIMEOUT_SECONDS", "float",
             float(TIMEOUTS.upstream_connect_seconds), Source.LOCAL,
-            "TCP connect to Ollama; slower means unreachable (503)."),
+            "TCP connect to Ollama; slower means unreachable (503).", above=0),
     Setting("GATEWAY_UPSTREAM_READ_TIMEOUT_SECONDS", "float",
             float(TIMEOUTS.first_token_seconds), Source.LOCAL,
-            "Longest silence from Ollama: first token (model load included) or between chunks."),
+            "Longest silence from Ollama: first token (model load included) or between chunks.",
+            above=0),
     Setting("GATEWAY_UPSTREAM_TOTAL_TIMEOUT_SECONDS", "float",
             float(TIMEOUTS.max_generation_seconds), Source.LOCAL,
-            "Longest upstream request end to end (504 or a terminal stream error beyond)."),
+            "Longest upstream request end to end (504 or a terminal stream error beyond).",
+            above=0),
     Setting("GATEWAY_CLIENT_WRITE_TIMEOUT_SECONDS", "float",
             float(TIMEOUTS.client_write_seconds), Source.LOCAL,
             "Longest one write to the client may block (client not reading): the exchange is "
-            "cut, the slot freed."),
+            "cut, the slot freed.", above=0),
     Setting("GATEWAY_REQUEST_BODY_TIMEOUT_SECONDS", "float",
             float(TIMEOUTS.request_body_seconds), Source.LOCAL,
-            "Longest wait for a request body after its headers (408 beyond)."),
+            "Longest wait for a request body after its headers (408 beyond).", above=0),
     Setting("GATEWAY_STREAM_PING_SECONDS", "float", float(TIMEOUTS.stream_ping_seconds),
-            Source.LOCAL, "Silence after which an OpenAI stream gets a ': ping' comment."),
+            Source.LOCAL, "Silence after which an OpenAI stream gets a ': ping' comment.",
+            above=0),
     Setting("GATEWAY_GRACEFUL_SHUTDOWN_SECONDS", "float",
             float(TIMEOUTS.graceful_shutdown_seconds), Source.LOCAL,
             "uvicorn's --timeout-graceful-shutdown (the same number): streams still open just "
-            "before it ends get a terminal error event."),
+            "before it ends get a terminal error event.", minimum=0),
     Setting("GATEWAY_READY_CACHE_SECONDS", "float", 2.0, Source.LOCAL,
-            "How long /readyz reuses its last look at Ollama's /api/ps."),
+            "How long /readyz reuses its last look at Ollama's /api/ps.", minimum=0),
     Setting("GATEWAY_METRIC_INTERVAL_SECONDS", "float", float(METRIC_EMIT_INTERVAL_SECONDS),
-            Source.LOCAL, "How often the InFlightRequests gauge is written."),
+            Source.LOCAL, "How often the InFlightRequests gauge is written.", above=0),
 )
 
 SETTINGS_BY_ENV = {setting.env: setting for setting in SETTINGS}
+
+
+def field_name(env: str) -> str:
+    """The Settings field of a variable: lower case, without GATEWAY_ (GATEWAY_MODELS -> models)."""
+    return env.lower().removeprefix("gateway_")
 
 
 def setting(env: str) -> Setting:
@@ -249,3 +299,50 @@ def setting(env: str) -> Setting:
 
 def settings_from(source: Source) -> tuple[Setting, ...]:
     return tuple(s for s in SETTINGS if s.source is source)
+
+
+KINDS = ("str", "int", "float", "bool", "csv")
+_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,), "int": (int,), "float": (float,), "bool": (bool,), "csv": (tuple,)}
+
+
+def declaration_problems(settings: tuple[Setting, ...] = SETTINGS) -> list[str]:
+    """What is wrong with the declarations themselves (generate.py refuses to run on any)."""
+    problems = []
+    seen: set[str] = set()
+    for item in settings:
+        if item.env in seen:
+            problems.append(f"{item.env} is declared twice")
+        seen.add(item.env)
+        if item.kind not in KINDS:
+            problems.append(f"{item.env}: kind {item.kind!r} is not one of {', '.join(KINDS)}")
+            continue
+        if not isinstance(item.default, _PYTHON_TYPES[item.kind]) or (
+                item.kind in ("int", "float") and isinstance(item.default, bool)):
+            problems.append(f"{item.env}: default {item.default!r} is not of kind {item.kind}")
+            continue
+        problems += [f"{problem} (its own default {item.default!r} is not)"
+                     for problem in item.problems(item.default)]
+        if item.root_parameter and item.source not in (Source.SSM, Source.TASK):
+            problems.append(f"{item.env}: only SSM and TASK settings take a root parameter")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# uvicorn. The image's CMD carries no number: uvicorn's CLI reads every option it is not given
+# from UVICORN_<OPTION> (click's auto_envvar_prefix="UVICORN" on uvicorn.main:main, uvicorn
+# 0.54.0 uvicorn/main.py line 61; click 8.5.1 Option.resolve_envvar_value builds
+# f"{prefix}_{name.upper()}"; https://www.uvicorn.org/settings "Environment Variables"). The
+# task definition (stacks/service.py) and compose (gateway.env, written by generate.py) set
+# these, so the keep-alive and the drain follow the timeout budget.
+# ---------------------------------------------------------------------------------------------
+
+
+def uvicorn_environment(budget: TimeoutBudget = TIMEOUTS) -> dict[str, str]:
+    """UVICORN_* variable -> value, for the task's Environment and the compose env file."""
+    return {
+        # Longer than the ALB idle timeout, or the ALB reuses a connection uvicorn just closed.
+        "UVICORN_TIMEOUT_KEEP_ALIVE": str(budget.keep_alive_seconds),
+        # Without it uvicorn waits for open streams forever after SIGTERM.
+        "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": str(budget.graceful_shutdown_seconds),
+    }

@@ -22,9 +22,12 @@ import signal
 import threading
 import time
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import logs
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -38,6 +41,10 @@ class Drain:
         self._watchers: set[asyncio.Future[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._installed: dict[int, Any] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Drain:
+        return cls(settings.graceful_shutdown_seconds)
 
     @property
     def margin_seconds(self) -> float:

@@ -56,8 +56,9 @@ class RouteTable:
             if not path:
                 continue
             regex = getattr(context.route, "path_regex", None)
-            if "{" in path and regex is not None:
-                patterns.append((regex, context.path_format))
+            path_format = context.path_format
+            if "{" in path and regex is not None and path_format is not None:
+                patterns.append((regex, path_format))
             else:
                 fixed.add(path)
         self._seen, self._patterns = frozenset(fixed), tuple(patterns)

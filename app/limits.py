@@ -11,6 +11,10 @@ import asyncio
 import contextlib
 import math
 from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 
 class ConcurrencyLimiter:
@@ -18,6 +22,10 @@ class ConcurrencyLimiter:
         self.limit = limit
         self.active = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConcurrencyLimiter:
+        return cls(settings.max_concurrency)
 
     @property
     def waiting(self) -> int:

@@ -15,9 +15,12 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from app import contract
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 
 class Metrics:
@@ -27,6 +30,10 @@ class Metrics:
         self.dimensions = dict(zip(contract.METRIC_DIMENSIONS, (cluster_name, service_name),
                                    strict=True))
         self._stream = stream or (lambda: sys.stdout)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Metrics:
+        return cls(settings.cluster_name, settings.service_name)
 
     def document(self, values: dict[contract.Metric, float]) -> dict[str, Any]:
         doc: dict[str, Any] = {

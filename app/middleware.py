@@ -56,7 +56,8 @@ def connection_aborter(send: Send) -> Callable[[], None] | None:
     """
     cycle = getattr(send, "__self__", None)
     transport = getattr(cycle, "transport", None)
-    if not callable(getattr(transport, "abort", None)) or not hasattr(cycle, "disconnected"):
+    if (cycle is None or transport is None or not callable(getattr(transport, "abort", None))
+            or not hasattr(cycle, "disconnected")):
         return None
 
     def abort() -> None:

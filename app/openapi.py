@@ -6,6 +6,7 @@ Served at /openapi.json only when GATEWAY_DOCS_ENABLED is true; always available
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from fastapi import FastAPI
@@ -76,7 +77,7 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-def install(app: FastAPI, public_paths: set[str]) -> None:
+def install(app: FastAPI, public_paths: AbstractSet[str]) -> None:
     """Replace app.openapi with a builder that adds request schemas and the security scheme."""
 
     def build() -> dict[str, Any]:

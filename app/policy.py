@@ -34,12 +34,15 @@ import dataclasses
 import json
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
 from app import schemas
 from app.errors import GatewayError, scrub
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 BYTES_PER_TOKEN = 3
 MESSAGE_OVERHEAD_TOKENS = 4
@@ -100,6 +103,10 @@ class Policy:
         self.allowed = {_normalize(m) for m in self.models}
         self.max_output_tokens = max_output_tokens
         self.context_tokens = context_tokens
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        return cls(settings.models, settings.max_output_tokens, settings.context_tokens)
 
     def is_allowed(self, name: Any) -> bool:
         return isinstance(name, str) and _normalize(name) in self.allowed

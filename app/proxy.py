@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
@@ -59,7 +59,7 @@ _DEADLINE_MARGIN_SECONDS = 0.25
 # After the deadline, the terminal error to a client that reads gets this long to go out.
 _LAST_WORD_SECONDS = 1.0
 
-Scope = dict[str, Any]
+Scope = MutableMapping[str, Any]  # starlette.types.Scope: what Response.__call__ takes
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 
@@ -119,10 +119,18 @@ class ProxyCall(Response):
                 why.append(reason)
                 task.cancel()
 
+        def on_disconnect(watched: asyncio.Future[Any]) -> None:
+            if not watched.cancelled():
+                interrupt("client")
+
+        def on_deadline(watched: asyncio.Future[Any]) -> None:
+            if not watched.cancelled():
+                interrupt("deadline")
+
         watcher = asyncio.create_task(_wait_for_disconnect(receive))
-        watcher.add_done_callback(lambda t: t.cancelled() or interrupt("client"))
+        watcher.add_done_callback(on_disconnect)
         deadline = drain.watch()
-        deadline.add_done_callback(lambda f: f.cancelled() or interrupt("deadline"))
+        deadline.add_done_callback(on_deadline)
         watchdogs: list[Watchdog] = []
         try:
             await self._work(down, info, lambda: watchdogs.append(self._watchdog(down,

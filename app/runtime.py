@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from app import logs
 from app.drain import Drain
@@ -19,6 +19,9 @@ from app.limits import ConcurrencyLimiter
 from app.metrics import Metrics
 from app.policy import Policy
 from app.upstream import Upstream
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 
 def _normalize(name: str) -> str:
@@ -31,10 +34,10 @@ class Readiness:
     The answer is cached for GATEWAY_READY_CACHE_SECONDS, and concurrent checks share one probe.
     """
 
-    def __init__(self, upstream: Upstream, model: str, ttl: float) -> None:
+    def __init__(self, upstream: Upstream, settings: Settings) -> None:
         self.upstream = upstream
-        self.model = _normalize(model)
-        self.ttl = ttl
+        self.model = _normalize(settings.default_model)
+        self.ttl = settings.ready_cache_seconds
         self._cached: tuple[float, bool, str] | None = None
         self._lock = asyncio.Lock()
 
@@ -63,22 +66,16 @@ class Readiness:
 
 
 class Gateway:
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Settings) -> None:
+        # Each part takes what it needs from the settings itself: a new setting is read where
+        # it is used, not threaded through here.
         self.settings = settings
-        self.policy = Policy(settings.models, settings.max_output_tokens, settings.context_tokens)
-        self.limiter = ConcurrencyLimiter(settings.max_concurrency)
-        self.upstream = Upstream(
-            settings.ollama_base_url,
-            connect_timeout=settings.upstream_connect_timeout_seconds,
-            read_timeout=settings.upstream_read_timeout_seconds,
-            total_timeout=settings.upstream_total_timeout_seconds,
-            # every slot, plus listings and readiness probes
-            pool_size=settings.max_concurrency + 8,
-        )
-        self.drain = Drain(settings.graceful_shutdown_seconds)
-        self.readiness = Readiness(self.upstream, settings.default_model,
-                                   settings.ready_cache_seconds)
-        self.metrics = Metrics(settings.cluster_name, settings.service_name)
+        self.policy = Policy.from_settings(settings)
+        self.limiter = ConcurrencyLimiter.from_settings(settings)
+        self.upstream = Upstream.from_settings(settings)
+        self.drain = Drain.from_settings(settings)
+        self.readiness = Readiness(self.upstream, settings)
+        self.metrics = Metrics.from_settings(settings)
         self._gauge: asyncio.Task[None] | None = None
 
     def in_flight(self) -> int:

@@ -1,20 +1,27 @@
-"""The gateway's Settings, generated from the declarations in app.contract.
+"""The gateway's Settings: one typed field per declaration in app.contract.SETTINGS.
 
-Each contract.Setting becomes one field: its environment variable is the declared name (exactly,
-case-sensitive), its Python name is that name in lower case without the ``GATEWAY_`` prefix
-(``GATEWAY_MAX_CONCURRENCY`` -> ``settings.max_concurrency``), its default is the declared one.
-Comma-separated ("csv") settings are split explicitly on commas, entries stripped, empty entries
-dropped; pydantic-settings' JSON decoding of list-like values is switched off for them.
+The field list between the `generated:settings-fields` markers is written by `generate.py` from
+the declarations (`generate.py --check` fails while it is stale), so adding a setting is one
+declaration in app/contract.py plus `make generate`, and mypy sees every field with its type.
+Only the field's name and type are written here; its environment variable, default,
+description and bounds are read from the declaration when this module is imported, and a field
+list that no longer matches the declarations stops the import (a stale file cannot start).
+
+A field's environment variable is the declared name (exactly, case-sensitive); its Python name
+is that name in lower case without the ``GATEWAY_`` prefix (``GATEWAY_MAX_CONCURRENCY`` ->
+``settings.max_concurrency``). Comma-separated ("csv") settings are split explicitly on commas,
+entries stripped, empty entries dropped; pydantic-settings' JSON decoding is off for them.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationError, create_model, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app import contract
+from app.contract import field_name
 
 
 class ConfigurationError(ValueError):
@@ -34,15 +41,21 @@ def split_csv(value: Any) -> tuple[str, ...]:
 
 
 Csv = Annotated[tuple[str, ...], NoDecode, BeforeValidator(split_csv)]
-_TYPES: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "csv": Csv}
+# kind -> the type of its field (tools/contract_files.py writes the annotations).
+_PYTHON_TYPES: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool,
+                                 "csv": tuple[str, ...]}
 
 
-def field_name(env: str) -> str:
-    name = env.lower()
-    return name.removeprefix("gateway_")
+def declared(env: str) -> Any:
+    """The pydantic field of one declaration: its variable, default and description."""
+    item = contract.setting(env)
+    return Field(default=item.default, validation_alias=env, description=item.description,
+                 repr=item.source is not contract.Source.SECRET)
 
 
-class _SettingsBase(BaseSettings):
+class Settings(BaseSettings):
+    """Gateway settings, one field per app.contract.SETTINGS declaration."""
+
     model_config = SettingsConfigDict(
         case_sensitive=True,
         extra="ignore",
@@ -51,25 +64,36 @@ class _SettingsBase(BaseSettings):
         frozen=True,
     )
 
+    # BEGIN generated:settings-fields (generate.py, from app.contract.SETTINGS; do not edit)
+    ollama_base_url: str = declared("OLLAMA_BASE_URL")
+    api_keys: Csv = declared("GATEWAY_API_KEYS")
+    auth_disabled: bool = declared("GATEWAY_AUTH_DISABLED")
+    models: Csv = declared("GATEWAY_MODELS")
+    max_body_bytes: int = declared("GATEWAY_MAX_BODY_BYTES")
+    max_output_tokens: int = declared("GATEWAY_MAX_OUTPUT_TOKENS")
+    context_tokens: int = declared("GATEWAY_CONTEXT_TOKENS")
+    max_concurrency: int = declared("GATEWAY_MAX_CONCURRENCY")
+    queue_timeout_seconds: float = declared("GATEWAY_QUEUE_TIMEOUT_SECONDS")
+    cors_origins: Csv = declared("GATEWAY_CORS_ORIGINS")
+    docs_enabled: bool = declared("GATEWAY_DOCS_ENABLED")
+    log_level: str = declared("GATEWAY_LOG_LEVEL")
+    cluster_name: str = declared("GATEWAY_CLUSTER_NAME")
+    service_name: str = declared("GATEWAY_SERVICE_NAME")
+    upstream_connect_timeout_seconds: float = declared("GATEWAY_UPSTREAM_CONNECT_TIMEOUT_SECONDS")
+    upstream_read_timeout_seconds: float = declared("GATEWAY_UPSTREAM_READ_TIMEOUT_SECONDS")
+    upstream_total_timeout_seconds: float = declared("GATEWAY_UPSTREAM_TOTAL_TIMEOUT_SECONDS")
+    client_write_timeout_seconds: float = declared("GATEWAY_CLIENT_WRITE_TIMEOUT_SECONDS")
+    request_body_timeout_seconds: float = declared("GATEWAY_REQUEST_BODY_TIMEOUT_SECONDS")
+    stream_ping_seconds: float = declared("GATEWAY_STREAM_PING_SECONDS")
+    graceful_shutdown_seconds: float = declared("GATEWAY_GRACEFUL_SHUTDOWN_SECONDS")
+    ready_cache_seconds: float = declared("GATEWAY_READY_CACHE_SECONDS")
+    metric_interval_seconds: float = declared("GATEWAY_METRIC_INTERVAL_SECONDS")
+    # END generated:settings-fields
+
     @model_validator(mode="after")
-    def _check(self) -> _SettingsBase:
-        values = self.__dict__
-        problems = []
-        if not values["models"]:
-            problems.append("GATEWAY_MODELS must name at least one model")
-        positive = ("max_body_bytes", "max_output_tokens", "context_tokens", "max_concurrency",
-                    "upstream_connect_timeout_seconds", "upstream_read_timeout_seconds",
-                    "upstream_total_timeout_seconds", "stream_ping_seconds",
-                    "client_write_timeout_seconds", "request_body_timeout_seconds",
-                    "metric_interval_seconds")
-        for name in positive:
-            if values[name] <= 0:
-                problems.append(f"{_ENV_BY_FIELD[name]} must be greater than 0")
-        for name in ("queue_timeout_seconds", "graceful_shutdown_seconds", "ready_cache_seconds"):
-            if values[name] < 0:
-                problems.append(f"{_ENV_BY_FIELD[name]} must not be negative")
-        if not str(values["ollama_base_url"]).startswith(("http://", "https://")):
-            problems.append("OLLAMA_BASE_URL must start with http:// or https://")
+    def _within_declared_bounds(self) -> Settings:
+        problems = [problem for item in contract.SETTINGS
+                    for problem in item.problems(getattr(self, field_name(item.env)))]
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -78,38 +102,37 @@ class _SettingsBase(BaseSettings):
 
     @property
     def default_model(self) -> str:
-        return self.__dict__["models"][0]
+        return self.models[0]
 
     @property
     def keys(self) -> tuple[str, ...]:
         """The active API keys (never logged; Settings' repr hides them)."""
-        return self.__dict__["api_keys"]
+        return self.api_keys
 
 
-def _fields() -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    for declared in contract.SETTINGS:
-        if declared.kind not in _TYPES:
-            raise TypeError(f"{declared.env}: unknown kind {declared.kind!r}")
-        fields[field_name(declared.env)] = (
-            _TYPES[declared.kind],
-            Field(
-                default=declared.default,
-                validation_alias=declared.env,
-                description=declared.description,
-                repr=declared.source is not contract.Source.SECRET,
-            ),
-        )
-    return fields
+def drift(settings: tuple[contract.Setting, ...] = contract.SETTINGS) -> list[str]:
+    """How Settings' fields differ from the declarations (empty when they match)."""
+    fields = Settings.model_fields
+    wanted = {field_name(s.env): s for s in settings}
+    problems = [f"field {name} has no declaration" for name in sorted(set(fields) - set(wanted))]
+    for name, item in wanted.items():
+        field = fields.get(name)
+        if field is None:
+            problems.append(f"{item.env} has no field {name}")
+        elif field.annotation != _PYTHON_TYPES[item.kind]:
+            problems.append(f"field {name} is {field.annotation}, {item.env} is a {item.kind}")
+    return problems
 
+
+_STALE = drift()
+if _STALE:
+    raise ImportError("app/settings.py does not match app/contract.py (run `make generate`): "
+                      + "; ".join(_STALE))
 
 _ENV_BY_FIELD = {field_name(s.env): s.env for s in contract.SETTINGS}
 
-Settings = create_model("Settings", __base__=_SettingsBase, **_fields())
-Settings.__doc__ = "Gateway settings, one field per app.contract.SETTINGS declaration."
 
-
-def load_settings(**overrides: Any) -> Any:
+def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment (plus overrides by field name), or ConfigurationError."""
     try:
         return Settings(**overrides)

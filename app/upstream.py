@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from app.errors import GatewayError, scrub
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 # identity: bytes are relayed as they come, so they must not be compressed on the way.
 _HEADERS = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
@@ -130,6 +133,17 @@ class Upstream:
         self.pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Upstream:
+        return cls(
+            settings.ollama_base_url,
+            connect_timeout=settings.upstream_connect_timeout_seconds,
+            read_timeout=settings.upstream_read_timeout_seconds,
+            total_timeout=settings.upstream_total_timeout_seconds,
+            # every slot, plus listings and readiness probes
+            pool_size=settings.max_concurrency + 8,
+        )
 
     @property
     def session(self) -> aiohttp.ClientSession:

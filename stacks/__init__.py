@@ -37,8 +37,7 @@ def build_all(settings: GenerationSettings) -> dict[str, Template]:
     """File name -> template, for root.json, every nested layer and the standalone registry."""
     registry_layer = RegistryLayer(settings)
     registry = registry_layer.build()
-    built = [(cls(settings), None) for cls in NESTED_LAYERS]
-    built = [(layer, layer.build()) for layer, _ in built]
+    built = [(layer, layer.build()) for layer in (cls(settings) for cls in NESTED_LAYERS)]
     templates = {layer.file_name: template for layer, template in built}
     templates[registry_layer.file_name] = registry
     templates[ROOT_FILE] = RootBuilder(built, registry=registry).build()

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from troposphere import (
     And,
     Condition,
@@ -64,6 +66,9 @@ ELB_LOG_ACCOUNTS = {
     )},
 }
 
+# A managed rule group's OverrideAction "None": {} (keep the group's own actions); the key is a
+# Python keyword, so it goes in as a mapping.
+NO_OVERRIDE: dict[str, Any] = {"None": {}}
 CRS_COUNT_ONLY = ("SizeRestrictions_BODY", "CrossSiteScripting_BODY", "GenericLFI_BODY",
                   "GenericRFI_BODY", "EC2MetaDataSSRF_BODY", "NoUserAgent_HEADER")
 
@@ -345,7 +350,7 @@ class LoadBalancerLayer(Layer):
 
         def managed(priority: int, name: str, overrides: tuple[str, ...] = ()):
             return wafv2.WebACLRule(
-                Name=name, Priority=priority, OverrideAction=wafv2.OverrideAction(**{"None": {}}),
+                Name=name, Priority=priority, OverrideAction=wafv2.OverrideAction(**NO_OVERRIDE),
                 Statement=wafv2.Statement(ManagedRuleGroupStatement=wafv2.ManagedRuleGroupStatement(
                     VendorName="AWS", Name=name,
                     RuleActionOverrides=[

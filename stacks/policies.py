@@ -186,6 +186,8 @@ def access_log_bucket_policy(bucket_arn: object, prefix: str, elb_account: objec
     deliver from an ELB account, newer ones from a service principal).
     """
     delivery = Principal("AWS", elb_account)
+    if not isinstance(delivery.data, dict):  # only Principal("*") holds a bare string
+        raise TypeError(f"unexpected principal shape {delivery.data!r}")
     delivery.data["Service"] = elb_service  # awacs holds one type per Principal; add the other
     return PolicyDocument(
         Version=VERSION,

@@ -10,6 +10,8 @@ Two layers that declare the same root parameter differently fail generation, nam
 
 from __future__ import annotations
 
+from typing import Any
+
 from troposphere import Equals, GetAtt, Join, Output, Parameter, Ref, Sub, Template
 from troposphere.cloudformation import Stack
 
@@ -123,7 +125,7 @@ class RootBuilder:
                     raise WiringError(f"rule {name!r} is declared by both {rules[name][0]} and "
                                       f"{layer.logical_id}; rule names must be unique")
                 rules[name] = (layer.logical_id, rule)
-            values = {}
+            values: dict[str, object] = {}
             for name, parameter in sorted(template.parameters.items()):
                 if name in outputs:
                     source = outputs[name]
@@ -147,7 +149,7 @@ class RootBuilder:
                     is_list = definition["Type"].startswith(("List<", "CommaDelimitedList"))
                     values[name] = Join(",", Ref(name)) if is_list else Ref(name)
 
-            extra = {}
+            extra: dict[str, Any] = {}
             if layer.root_condition:
                 condition, switch, value = layer.root_condition
                 declare(switch, {"Type": "String", "AllowedValues": ["true", "false"],

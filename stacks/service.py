@@ -30,6 +30,7 @@ from app.contract import (
     TIMEOUTS,
     Source,
     setting,
+    uvicorn_environment,
 )
 from stacks import model_load, names, policies, scaling
 from stacks.base import LOG_RETENTION, MODEL, NAMING, Layer, add_output
@@ -281,8 +282,12 @@ class ServiceLayer(Layer):
             # uvicorn trusts X-Forwarded-For only from the ALB, which lives in the VPC.
             ecs.Environment(Name="FORWARDED_ALLOW_IPS", Value=Ref(names.VPC_CIDR)),
         ]
+        # uvicorn's timeouts from the budget: the image's CMD carries none, uvicorn reads
+        # UVICORN_* (app/contract.py, uvicorn_environment, says where that is documented).
+        uvicorn = uvicorn_environment()
+        environment += [ecs.Environment(Name=name, Value=value) for name, value in uvicorn.items()]
         declared_task = {s.env for s in SETTINGS if s.source is Source.TASK}
-        set_here = {e.Name for e in environment} - {"FORWARDED_ALLOW_IPS"}
+        set_here = {e.Name for e in environment} - {"FORWARDED_ALLOW_IPS", *uvicorn}
         if declared_task != set_here:  # pragma: no cover - a contract change reached here
             raise ValueError(f"task environment {sorted(set_here)} != contract {sorted(declared_task)}")
         secrets = [ecs.Secret(Name=s.env, ValueFrom=Ref(names.API_KEY_SECRET_ARN))

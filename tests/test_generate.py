@@ -105,3 +105,59 @@ def test_three_azs_change_the_shape(tmp_path):
     network = (tmp_path / "out" / "network.json").read_text()
     assert '"PrivateSubnet3"' in network
     assert '"PrivateSubnet3"' not in (TEMPLATES_DIR / "network.json").read_text()
+
+
+# -- what generate.py refuses before it writes anything (app/contract.py) -----------------------
+
+
+def _snapshot(*paths):
+    return {path: path.read_bytes() for root in paths
+            for path in ([root] if root.is_file() else sorted(root.rglob("*"))) if path.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("change", "rules"),
+    [
+        ({"first_token_seconds": 400}, 1),
+        ({"max_generation_seconds": 100, "stream_ping_seconds": 130}, 3),
+        ({"graceful_shutdown_seconds": 118, "request_body_seconds": 0}, 2),
+    ],
+)
+def test_a_budget_whose_inequalities_fail_is_refused_writing_nothing(tmp_path, monkeypatch,
+                                                                      capsys, change, rules):
+    import dataclasses
+
+    import generate
+    from app import contract
+
+    budget = dataclasses.replace(contract.TimeoutBudget(), **change)
+    violations = budget.violations()
+    assert len(violations) == rules, violations
+    monkeypatch.setattr(contract, "TIMEOUTS", budget)
+    derived = [REPO / "gateway.env", REPO / "app" / "settings.py", REPO / "docs"]
+    before = _snapshot(TEMPLATES_DIR, *derived)
+
+    assert generate.main([]) == 2
+    assert generate.main(["--out", str(tmp_path / "out")]) == 2
+    assert generate.main(["--check"]) == 2
+
+    errors = capsys.readouterr().err.splitlines()
+    refusal = errors[:len(violations) + 1]
+    assert refusal[:-1] == [f"generate.py: error: timeout budget: {rule}" for rule in violations]
+    assert "nothing written" in refusal[-1]
+    assert not (tmp_path / "out").exists()
+    assert _snapshot(TEMPLATES_DIR, *derived) == before
+
+
+def test_a_declaration_that_breaks_its_own_bounds_is_refused(monkeypatch, capsys):
+    import dataclasses
+
+    import generate
+    from app import contract
+
+    broken = tuple(dataclasses.replace(s, default=0) if s.env == "GATEWAY_MAX_CONCURRENCY" else s
+                   for s in contract.SETTINGS)
+    monkeypatch.setattr(contract, "SETTINGS", broken)
+    assert generate.main(["--templates-only", "--check"]) == 2
+    assert ("generate.py: error: setting declaration: GATEWAY_MAX_CONCURRENCY must be greater "
+            "than 0 (its own default 0 is not)") in capsys.readouterr().err.splitlines()

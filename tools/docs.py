@@ -66,6 +66,8 @@ SECTIONS: tuple[Section, ...] = (
              "tools/cfn_types.py", "tools/cost/*.py", "prices/*.json")),
     Section("client-compatibility", "docs/clients.md", "tests.clients.table:render",
             ("tests/clients/*.py", "requirements-dev.txt")),
+    Section("timeout-budget", "docs/infrastructure.md", "tools.contract_files:budget_table",
+            ("app/contract.py",)),
 )
 
 

@@ -31,6 +31,7 @@ DOCKERFILES = (APP_DOCKERFILE, OLLAMA_DOCKERFILE)
 COMPOSE_FILE = REPO / "docker-compose.yml"
 COMPOSE_CPU_FILE = REPO / "docker-compose.cpu.yml"
 ENV_EXAMPLE = REPO / ".env.example"
+GATEWAY_ENV = REPO / "gateway.env"  # generate.py writes it from app/contract.py
 SERVICE_TEMPLATE = REPO / "templates" / "service.json"
 
 
@@ -315,11 +316,24 @@ def resolved_compose(raw: dict[str, Any] | None = None,
     return interpolate(raw, env_file() if variables is None else variables)
 
 
-def compose_environment(service: dict[str, Any]) -> dict[str, str]:
+def env_files(service: dict[str, Any], base: Path = REPO) -> list[Path]:
+    """The service's env_file entries (short or long syntax), relative to the compose file."""
+    entries = service.get("env_file") or []
+    entries = [entries] if isinstance(entries, str | dict) else entries
+    return [base / (entry["path"] if isinstance(entry, dict) else entry) for entry in entries]
+
+
+def compose_environment(service: dict[str, Any], base: Path = REPO) -> dict[str, str]:
+    """What the container gets: its env_file values, then `environment` over them (compose's
+    precedence: https://docs.docker.com/compose/how-tos/environment-variables/envvars-precedence/)."""
+    values: dict[str, str] = {}
+    for path in env_files(service, base):
+        values.update(env_file(path))
     environment = service.get("environment") or {}
     if isinstance(environment, list):
         environment = dict(item.split("=", 1) for item in environment)
-    return {k: "" if v is None else str(v) for k, v in environment.items()}
+    values.update({k: "" if v is None else str(v) for k, v in environment.items()})
+    return values
 
 
 # -- processes and ports ----------------------------------------------------------------------

@@ -7,7 +7,9 @@ app/Dockerfile runs in a copy of what the image copies (the build context after 
 at the image's WORKDIR), with the image's ENV, the task definition's environment names (local
 values; the Ollama protocol double stands in for Ollama), as uid 10001 when the tests run as
 root, on read-only files. Then: the port answers /healthz, the image's HEALTHCHECK command
-exits 0, and SIGTERM stops the server cleanly.
+exits 0, and SIGTERM stops the server cleanly. A second test parses the same CMD with the same
+environment through the installed uvicorn's own command line and checks that the timeouts it
+would run with are the contract's (they come from the task's UVICORN_* values, not the CMD).
 
 Port: the CMD hard-codes 8000. If 8000 is taken on this machine (another test run, a local
 gateway), the test replaces the port in the CMD and in the HEALTHCHECK command with a free one
@@ -326,3 +328,43 @@ def test_the_runtime_environment_holds_only_the_gateway_requirements(runtime):
         capture_output=True, text=True, timeout=60)
     assert probe.returncode == 0, probe.stderr
     assert "10.20.0.0/16" in probe.stdout
+
+
+# What uvicorn's CLI resolves from argv and the environment, without serving: uvicorn.main:main
+# (the click command the `uvicorn` script runs) calls uvicorn.main.run(app, **options) at its
+# end; the probe replaces that function and prints the options.
+RESOLVE_OPTIONS = """
+import importlib, json, sys
+module = importlib.import_module("uvicorn.main")  # the package's `main` attribute is the command
+module.run = lambda app, **options: print(json.dumps(
+    {"app": app, "timeout_keep_alive": options["timeout_keep_alive"],
+     "timeout_graceful_shutdown": options["timeout_graceful_shutdown"],
+     "port": options["port"]}))
+module.main.main(args=sys.argv[1:], prog_name="uvicorn", standalone_mode=False)
+"""
+
+
+def resolved_uvicorn_options(venv: Path, cmd: list[str], env: dict[str, str]) -> dict:
+    assert cmd[0] == "uvicorn"
+    result = subprocess.run([str(venv / "bin" / "python"), "-c", RESOLVE_OPTIONS, *cmd[1:]],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.timeout(900)
+def test_uvicorn_runs_the_image_cmd_with_the_budget_timeouts_from_the_task_environment(runtime):
+    venv, _ = runtime
+    cmd = IMAGE.last("CMD").exec_form()
+    env = {**image_env(venv), **task_env("http://127.0.0.1:1")}
+    options = resolved_uvicorn_options(venv, cmd, env)
+    assert options == {"app": "app.main:app", "port": contract.GATEWAY_PORT,
+                       "timeout_keep_alive": contract.TIMEOUTS.keep_alive_seconds,
+                       "timeout_graceful_shutdown": contract.TIMEOUTS.graceful_shutdown_seconds}
+    # The probe can fail: without the task's UVICORN_* values uvicorn falls back to its own
+    # defaults (5 s keep-alive, no bound on the drain), and a flag in the CMD would win.
+    bare = {k: v for k, v in env.items() if not k.startswith("UVICORN_")}
+    assert resolved_uvicorn_options(venv, cmd, bare)["timeout_keep_alive"] == 5
+    assert resolved_uvicorn_options(venv, cmd, bare)["timeout_graceful_shutdown"] is None
+    flagged = [*cmd, "--timeout-keep-alive", "65"]
+    assert resolved_uvicorn_options(venv, flagged, env)["timeout_keep_alive"] == 65

@@ -150,16 +150,42 @@ def option(cmd: list[str], name: str) -> str:
     return cmd[cmd.index(name) + 1]
 
 
-def test_app_cmd_is_exec_form_uvicorn_with_the_timeout_budget():
+def test_app_cmd_is_exec_form_uvicorn_with_no_timeout_in_it():
     cmd = uvicorn_cmd()
     assert cmd[:2] == ["uvicorn", "app.main:app"]
     assert option(cmd, "--port") == str(contract.GATEWAY_PORT)
     assert option(cmd, "--host") == "0.0.0.0"
-    assert int(option(cmd, "--timeout-keep-alive")) == contract.TIMEOUTS.keep_alive_seconds
-    assert (int(option(cmd, "--timeout-graceful-shutdown"))
+    # A flag would win over the environment (https://www.uvicorn.org/settings): the timeouts
+    # come only from UVICORN_*, which the task and compose set from the contract.
+    assert not [arg for arg in cmd if arg.startswith("--timeout")], cmd
+    assert [arg for arg in cmd[2:] if arg.isdigit()] == [str(contract.GATEWAY_PORT)], cmd
+    assert not {name for name in APP.final.env() if name.startswith("UVICORN_")}, (
+        "an ENV default in the image would hide a task that forgot to set it")
+
+
+def uvicorn_option_variables() -> dict[str, str]:
+    """UVICORN_<NAME> -> the option it sets, from the installed uvicorn's click command."""
+    from uvicorn.main import main
+
+    prefix = main.context_settings.get("auto_envvar_prefix")
+    assert prefix == "UVICORN", "uvicorn no longer reads UVICORN_* (click auto_envvar_prefix)"
+    return {f"{prefix}_{param.name.upper()}": param.opts[0] for param in main.params
+            if param.name and param.opts}
+
+
+def test_the_task_sets_uvicorn_options_that_exist_with_the_budget_values():
+    variables = uvicorn_option_variables()
+    assert variables["UVICORN_TIMEOUT_KEEP_ALIVE"] == "--timeout-keep-alive"
+    assert variables["UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"] == "--timeout-graceful-shutdown"
+    environment = {e["Name"]: e["Value"] for e in task_containers()["gateway"]["Environment"]}
+    wanted = contract.uvicorn_environment()
+    assert set(wanted) <= set(variables), sorted(set(wanted) - set(variables))
+    assert {k: v for k, v in environment.items() if k.startswith("UVICORN_")} == wanted
+    assert int(wanted["UVICORN_TIMEOUT_KEEP_ALIVE"]) == contract.TIMEOUTS.keep_alive_seconds
+    assert (int(wanted["UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"])
             == contract.TIMEOUTS.graceful_shutdown_seconds)
     # The gateway's drain deadline uses the same number (GATEWAY_GRACEFUL_SHUTDOWN_SECONDS).
-    assert (float(option(cmd, "--timeout-graceful-shutdown"))
+    assert (float(wanted["UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"])
             == contract.setting("GATEWAY_GRACEFUL_SHUTDOWN_SECONDS").default)
 
 

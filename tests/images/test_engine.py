@@ -110,6 +110,8 @@ def test_gateway_image_answers_on_8000_turns_healthy_and_stops_on_sigterm(docker
     name = f"llm-api-test-gateway-{TAG}"
     run(docker, "run", "--detach", "--name", name, "--read-only", "--tmpfs", "/tmp",
         "--user", "10001:10001", "--env", f"GATEWAY_API_KEYS={secrets.token_hex(16)}",
+        # The contract's values, as compose passes them (uvicorn's timeouts among them).
+        "--env-file", str(REPO / "gateway.env"),
         "--publish", f"127.0.0.1:{port}:{contract.GATEWAY_PORT}", gateway_image)
     try:
         wait_for(lambda: http("GET", f"http://127.0.0.1:{port}/healthz", timeout=5)[0] == 200,

@@ -17,14 +17,18 @@ import pytest
 
 from app import contract
 from tests.images.common import (
+    GATEWAY_ENV,
     compose_environment,
     env_file,
+    env_files,
+    load_compose,
     resolved_compose,
     seconds,
     service_template,
     task_containers,
     without_ecs_exec,
 )
+from tools import contract_files
 
 # (container, variable) -> why its local value differs from what ECS injects.
 ALLOWED_VALUE_DIFFERENCES = {
@@ -217,7 +221,33 @@ def test_the_contract_settings_are_exactly_the_gateway_environment():
     declared = {s.env for s in contract.SETTINGS
                 if s.source in (contract.Source.SECRET, contract.Source.SSM, contract.Source.TASK)}
     assert declared <= names
-    assert names - declared == {"FORWARDED_ALLOW_IPS"}  # uvicorn's, not the gateway's
+    # uvicorn's, not the gateway's: the proxy list and the timeouts of the budget.
+    assert names - declared == {"FORWARDED_ALLOW_IPS", *contract.uvicorn_environment()}
+
+
+def test_compose_reads_the_generated_env_file_and_sets_only_local_values_itself():
+    gateway = load_compose()["services"]["gateway"]
+    assert env_files(gateway) == [GATEWAY_ENV]
+    assert GATEWAY_ENV.read_text() == contract_files.env_file_text(), (
+        "gateway.env is stale: run `make generate`")
+    # What compose writes itself is what differs locally on purpose (or comes from .env).
+    assert set(gateway["environment"]) == {"FORWARDED_ALLOW_IPS", "GATEWAY_API_KEYS",
+                                           "GATEWAY_MODELS"}
+    values = env_file(GATEWAY_ENV)
+    for name, value in contract.uvicorn_environment().items():
+        assert values[name] == value, name
+
+
+def test_a_stale_env_file_is_a_parity_failure(tmp_path):
+    # The env file of a budget that has since changed: the task follows the contract, the file
+    # does not, and the comparison names the variable.
+    stale = tmp_path / "gateway.env"
+    stale.write_text(GATEWAY_ENV.read_text().replace(
+        f"UVICORN_TIMEOUT_KEEP_ALIVE={contract.TIMEOUTS.keep_alive_seconds}",
+        "UVICORN_TIMEOUT_KEEP_ALIVE=65"))
+    assert stale.read_text() != GATEWAY_ENV.read_text()
+    problems = mismatches(TASK, _mutate(COMPOSE, "services/gateway/env_file", [str(stale)]))
+    assert any("UVICORN_TIMEOUT_KEEP_ALIVE" in p for p in problems), problems
 
 
 def _mutate(model: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -259,6 +289,9 @@ COMPOSE_MUTATIONS = {
     "started too early": ("services/gateway/depends_on/ollama/condition", "service_started",
                           "depends_on"),
     "own network": ("services/gateway/network_mode", _DELETE, "network namespace"),
+    "no env file": ("services/gateway/env_file", _DELETE, "GATEWAY_MAX_CONCURRENCY"),
+    "keep-alive overridden": ("services/gateway/environment/UVICORN_TIMEOUT_KEEP_ALIVE", "5",
+                              "UVICORN_TIMEOUT_KEEP_ALIVE"),
 }
 
 TASK_MUTATIONS = {
@@ -268,6 +301,7 @@ TASK_MUTATIONS = {
     "task port": (f"{TASK_GATEWAY}/PortMappings/0/ContainerPort", 8080, "8080"),
     "task user": (f"{TASK_OLLAMA}/User", "1000:1000", "user"),
     "task stop timeout": (f"{TASK_OLLAMA}/StopTimeout", 60, "stop timeout"),
+    "task keep-alive": (f"{TASK_GATEWAY}/Environment/5/Value", "65", "UVICORN_TIMEOUT_KEEP_ALIVE"),
 }
 
 
@@ -288,3 +322,4 @@ def test_a_deliberate_task_mismatch_fails(case):
 def test_the_mutation_paths_point_at_what_they_claim():
     containers = TASK["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
     assert containers[1]["Name"] == "gateway" and containers[0]["Name"] == "ollama"
+    assert containers[1]["Environment"][5]["Name"] == "UVICORN_TIMEOUT_KEEP_ALIVE"
