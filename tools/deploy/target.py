@@ -4,6 +4,7 @@ session, and one way to turn an AWS error into a message plus what to do about i
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +147,11 @@ class Aws:
     def __init__(self, region: str | None = None, clients: dict | None = None):
         self._clients = dict(clients or {})
         self._session = None
-        self._region = region
+        # AWS_REGION is what the AWS CLI v2 and the newer SDKs read first ("AWS_REGION ...
+        # overrides AWS_DEFAULT_REGION", https://docs.aws.amazon.com/cli/latest/userguide/
+        # cli-configure-envvars.html), but botocore here reads only AWS_DEFAULT_REGION and the
+        # profile: honour it, so the docs' one variable works for every step.
+        self._region = region or os.environ.get("AWS_REGION") or None
 
     @property
     def session(self):

@@ -200,3 +200,18 @@ def test_the_deploy_cli_runs_preflight_as_a_step(monkeypatch):
     monkeypatch.setattr(preflight_cli, "main", lambda argv, aws: seen.append(argv) or 1)
     assert cli.main(["preflight", "dev"], aws=Aws(clients={"region": REGION})) == 1
     assert seen == [["dev"]]
+
+
+@pytest.mark.parametrize("environ, region", [
+    ({"AWS_REGION": "eu-west-1"}, "eu-west-1"),  # what the docs tell users to set
+    ({"AWS_DEFAULT_REGION": "eu-central-1"}, "eu-central-1"),
+    ({"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-central-1"}, "eu-west-1"),
+])
+def test_the_session_takes_the_region_from_aws_region_as_the_docs_say(monkeypatch, environ,
+                                                                       region):
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert Aws().region == region
