@@ -17,18 +17,11 @@ from tests.tools.preflight_support import (
     context,
     expect_stack,
     run,
-    stubbed_clients,
     text,
     title_of,
 )
 from tools.preflight import capacity, cli, runner
 from tools.preflight.core import Aws, Result, Status
-
-
-@pytest.fixture
-def stubs():
-    yield from stubbed_clients()
-
 
 # ---------------------------------------------------------------------------------------------
 # GPU vCPU quota

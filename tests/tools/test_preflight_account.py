@@ -18,18 +18,11 @@ from tests.tools.preflight_support import (
     expect_stack,
     fake_dns,
     run,
-    stubbed_clients,
     text,
     title_of,
 )
 from tools.preflight import artifacts, domain
 from tools.preflight.core import CheckUnavailable, Status
-
-
-@pytest.fixture
-def stubs():
-    yield from stubbed_clients()
-
 
 # ---------------------------------------------------------------------------------------------
 # Certificate and hosted zone

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tools.preflight_support import context, run, stubbed_clients, title_of
+from tests.tools.preflight_support import context, run, title_of
 from tools.preflight import plan
 from tools.preflight.core import Status
-
-
-@pytest.fixture
-def stubs():
-    yield from stubbed_clients()
 
 
 @pytest.mark.parametrize("check, overrides, status, fragment", [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from stacks.gpu import spot_alternatives
-from tests.tools.preflight_support import context, run, stubbed_clients, text, title_of
+from tests.tools.preflight_support import context, run, text, title_of
 from tests.tools.test_preflight import RUNNING, expect_quota, expect_types, instance
 from tools.preflight import capacity
 from tools.preflight.core import Status
@@ -14,10 +14,6 @@ from tools.preflight.core import Status
 SPOT_NAME = "All G and VT Spot Instance Requests"
 CODE = "L-3819A6DF"
 
-
-@pytest.fixture
-def stubs():
-    yield from stubbed_clients()
 
 
 def title() -> str:
