@@ -78,6 +78,8 @@ import sys
 import threading
 from typing import Any
 
+from tools import cfn_types
+
 # Resource types the adapter registers (patches 4-9).
 ADAPTED_TYPES = (
     "AWS::SecretsManager::Secret",
@@ -394,8 +396,8 @@ def apply() -> None:
                 role_arn=props.get("RoleARN"), suspended_state=props.get("SuspendedState"),
             )
             adapted = cls()
-            adapted.physical_id = "|".join((props["ResourceId"], props["ScalableDimension"],
-                                            props["ServiceNamespace"]))
+            adapted.physical_id = cfn_types.scalable_target_ref(
+                props["ResourceId"], props["ScalableDimension"], props["ServiceNamespace"])
             return adapted
 
         def remove(self, account_id, region_name):
@@ -492,7 +494,7 @@ def apply() -> None:
 
     def load_balancer_attribute(self, attribute_name: str) -> Any:
         if attribute_name == "LoadBalancerFullName":
-            return self.arn.split(":loadbalancer/", 1)[1]  # app/<name>/<id>
+            return cfn_types.load_balancer_full_name(self.arn)  # app/<name>/<id>
         if attribute_name == "CanonicalHostedZoneID":
             return self.canonical_hosted_zone_id
         if attribute_name == "SecurityGroups":
@@ -502,7 +504,7 @@ def apply() -> None:
     def target_group_attribute(self, attribute_name: str) -> Any:
         values = {
             "TargetGroupArn": lambda: self.arn,
-            "TargetGroupFullName": lambda: self.arn.split(":", 5)[5],  # targetgroup/<name>/<id>
+            "TargetGroupFullName": lambda: cfn_types.target_group_full_name(self.arn),
             "TargetGroupName": lambda: self.name,
             "LoadBalancerArns": lambda: list(self.load_balancer_arns),
         }
