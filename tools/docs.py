@@ -104,7 +104,11 @@ def _update_page(text: str, section: Section, repo: Path, known: dict[str, str])
                         f"'<!-- END generated:{section.name} -->' where the table belongs")
     if known.get(section.name) == fingerprint(section, match.group("body"), repo):
         return text, False  # neither its inputs nor its body changed since it was current
-    fresh = section.produce()
+    try:
+        fresh = section.produce()
+    except Exception as error:  # a producer's own error (a missing tool, a bad input): name it
+        raise DocsError(f"{section.page}: section '{section.name}' could not be produced: "
+                        f"{type(error).__name__}: {error}") from error
     known[section.name] = fingerprint(section, fresh, repo)
     block = _block(section.name, fresh)
     if match.group(0) == block:

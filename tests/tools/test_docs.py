@@ -81,3 +81,14 @@ def test_every_declared_section_exists_in_its_page():
     for section in docs.SECTIONS:
         text = (docs.REPO / section.page).read_text()
         assert docs._markers(section.name).search(text), f"{section.page}: {section.name}"
+
+
+def test_a_producer_that_fails_is_an_error_naming_page_section_and_cause(repo, monkeypatch):
+    def broken() -> str:
+        raise RuntimeError("node not found: apt-get install -y nodejs npm")
+
+    monkeypatch.setattr(sys.modules["docs_test_producer"], "produce", broken)
+    (repo.path / "data" / "rows.txt").write_text("changed\n")
+    with pytest.raises(docs.DocsError, match=r"PAGE.md: section 'table' could not be produced: "
+                                             r"RuntimeError: node not found"):
+        run(repo)

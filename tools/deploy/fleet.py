@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stacks.cluster import AMI_ID
 from tools import stackwatch
 from tools.deploy.changeset import ChangeSet
 from tools.deploy.target import Aws, DeployError, aws_call, say
 
-AMI_PARAMETER = "GpuAmiId"
+AMI_PARAMETER = AMI_ID  # the root parameter that names the GPU AMI's SSM parameter
 LAUNCH_TEMPLATE = "AWS::EC2::LaunchTemplate"
 GROUP = "AWS::AutoScaling::AutoScalingGroup"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from botocore.exceptions import ClientError
 
+from stacks.cluster import AMI_ID as GPU_AMI_ID
 from tools.preflight.core import (
     IMAGES,
     CheckUnavailable,
@@ -16,8 +17,6 @@ from tools.preflight.core import (
     ok,
     read_record,
 )
-
-GPU_AMI_ID = "GpuAmiId"
 
 
 def check_gpu_ami(ctx: Context, name: str) -> Result:
