@@ -6,10 +6,14 @@ through the same parts; only the first adds the wake alarm:
 1. the wake alarm: one 60 s period of HTTPCode_ELB_503_Count, evaluated after the period closes
    (WAKE_ALARM_SECONDS is our allowance for both, not an AWS figure);
 2. the capacity provider adds an instance: managed scaling tracks CapacityProviderReservation
-   with target tracking on the Auto Scaling group (CAPACITY_SCALE_OUT_SECONDS, our allowance);
+   with a target tracking policy that ECS attaches to the Auto Scaling group
+   (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/cluster-auto-scaling.html;
+   CAPACITY_SCALE_OUT_SECONDS is our allowance for it);
 3. the instance launches, boots the ECS GPU AMI and registers with the cluster
    (INSTANCE_LAUNCH_SECONDS: the capacity provider's InstanceWarmupPeriod in stacks/cluster.py,
-   the same estimate). A warm-pool instance skips the boot from scratch; Spot groups cannot
+   the same estimate; 300 s is also the API's default, API_ManagedScaling
+   https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_ManagedScaling.html).
+   A warm-pool instance skips the boot from scratch; Spot groups cannot
    have a warm pool (stacks/cluster.py);
 4. the task: image pull + Ollama start + model load, within ModelLoadSeconds (L), then the
    first passing Ollama check (stacks/model_load.py rule 1); ECS stops the task if the Ollama
