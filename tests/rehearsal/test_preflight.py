@@ -18,6 +18,7 @@ import pytest
 
 from tests.rehearsal.harness import (
     REGION,
+    SPOT_QUOTA,
     Rehearsal,
     preflight,
     push_image_manifest,
@@ -90,6 +91,20 @@ def test_gpu_quota_at_zero_fails_with_the_code_the_vcpus_and_the_request(account
     assert ("aws service-quotas request-service-quota-increase --service-code ec2 --quota-code "
             f"L-DB2E81BA --desired-value 12 --region {REGION}") in out
     assert "preflight dev: FAILED" in out
+
+
+def test_a_spot_only_account_is_not_refused_by_the_on_demand_quota(account):
+    """A new account (On-Demand G/VT quota 0) deploying SpotInstances=true with Spot quota:
+    the group's mixed instances policy (templates/cluster.json) launches no On-Demand instance,
+    so the On-Demand check is ok and the Spot check sizes the Spot quota."""
+    set_service_quota(account.port, "ec2", *SPOT_QUOTA)
+    step = check(account, 0, "--parameter", "SpotInstances=true")
+    out = step.output
+    assert step.returncode == 0, out
+    assert status_of(out, "GPU vCPU quota") == "[ok]", out
+    assert "none of (AsgMaxSize 2 + 1 for a `make roll` surge) instances is On-Demand" in out
+    assert status_of(out, "GPU Spot vCPU quota") == "[ok]", out
+    assert "preflight dev: passed" in out
 
 
 def test_an_az_without_the_instance_type_fails_naming_the_az_and_the_type(account):

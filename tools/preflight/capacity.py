@@ -9,8 +9,8 @@ from botocore.exceptions import ClientError
 
 from stacks import names
 from stacks.cluster import SPOT
-from stacks.gpu import spot_alternatives
 from tools.deploy.roll import PREFERENCES
+from tools.preflight import market
 from tools.preflight.core import (
     CheckUnavailable,
     Context,
@@ -123,20 +123,48 @@ def others_in_use(ctx: Context, spot: bool, known: dict[str, int]) -> int:
     return sum(count * sizes.get(kind, 0) for kind, count in others.items())
 
 
-def check_gpu_quota(ctx: Context, name: str) -> Result:
-    instance_type = ctx.value(names.INSTANCE_TYPE)
-    max_size = int(ctx.value(names.ASG_MAX_SIZE) or 0)
-    per_instance = vcpus_of(ctx, {instance_type}).get(instance_type)
-    if per_instance is None:
-        return failed(name, f"EC2 does not know instance type {instance_type} in {ctx.region}",
-                      "a GPU instance type of this region",
+def group_sizes(ctx: Context, name: str, found: market.Markets
+                ) -> tuple[dict[str, int], str] | Result:
+    """(vCPUs per type the group may launch, the largest type), or the failed Result naming an
+    unknown type. A mixed instances policy launches its overrides' types, else the launch
+    template's InstanceType."""
+    types = set(found.types) or {ctx.value(names.INSTANCE_TYPE)}
+    sizes = vcpus_of(ctx, types)
+    unknown = sorted(types - set(sizes))
+    if unknown:
+        return failed(name, f"EC2 does not know instance type {', '.join(unknown)} in "
+                      f"{ctx.region}", "a GPU instance type of this region",
                       f"set InstanceType=<type> in params/{ctx.env}.json (aws ec2 "
                       "describe-instance-types)")
+    return sizes, max(sizes, key=lambda kind: (sizes[kind], kind))
+
+
+def check_gpu_quota(ctx: Context, name: str) -> Result:
+    """The On-Demand share of AsgMaxSize + the roll surge (market.py reads it from the group's
+    MixedInstancesPolicy; without one every instance is On-Demand) x the vCPUs per instance.
+    No On-Demand instance (SpotInstances=true: OnDemandBaseCapacity 0 and 0 % above it) needs
+    no On-Demand quota: ok without a call, so a Spot-only account is not refused."""
+    max_size = int(ctx.value(names.ASG_MAX_SIZE) or 0)
     surge = roll_surge(max_size)
-    needed = (max_size + surge) * per_instance
-    wanted = (f"{needed} vCPUs = (AsgMaxSize {max_size} + {surge} for a `make roll` surge) x "
-              f"{per_instance} vCPUs ({instance_type})")
-    return vcpu_verdict(ctx, name, GPU_QUOTA, needed, wanted, spot=False, known={},
+    found = market.markets(ctx)
+    count = found.on_demand(max_size + surge)
+    fleet = f"AsgMaxSize {max_size} + {surge} for a `make roll` surge"
+    if count == 0:
+        return ok(name, f"{SPOT}={ctx.value(SPOT)}: {found.describe()}: none of ({fleet}) "
+                  "instances is On-Demand", "0 On-Demand G/VT vCPUs (the Spot quota check "
+                  "covers this group)")
+    sized = group_sizes(ctx, name, found)
+    if isinstance(sized, Result):
+        return sized
+    sizes, largest = sized
+    needed = count * sizes[largest]
+    if found.mixed:
+        wanted = (f"{needed} vCPUs = {count} On-Demand instance(s) of ({fleet}; "
+                  f"{found.describe()}) x {sizes[largest]} vCPUs ({largest}, the largest of "
+                  f"{', '.join(sorted(sizes))})")
+    else:
+        wanted = f"{needed} vCPUs = ({fleet}) x {sizes[largest]} vCPUs ({largest})"
+    return vcpu_verdict(ctx, name, GPU_QUOTA, needed, wanted, spot=False, known=sizes,
                         other_fix=f"or lower AsgMaxSize in params/{ctx.env}.json (new accounts "
                                   "start at 0; approval can take a day or more)")
 
@@ -155,30 +183,25 @@ def vcpu_verdict(ctx: Context, name: str, quota: tuple[str, str, str], needed: i
 
 
 def check_spot_gpu_quota(ctx: Context, name: str) -> Result:
-    """SpotInstances=true: the group launches Spot only (no On-Demand share, stacks/cluster.py),
-    over InstanceType and its Spot alternative (stacks/gpu.py spot_alternatives, the mixed
-    instances policy's overrides). Capacity-optimized may pick either, so every instance is
-    counted at the larger type's vCPUs."""
-    if ctx.value(SPOT) != "true":
-        return ok(name, f"{SPOT}=false: the group launches On-Demand instances only",
-                  "no Spot quota")
-    instance_type = ctx.value(names.INSTANCE_TYPE)
-    types = {instance_type} | ({spot_alternatives()[instance_type]}
-                               if instance_type in spot_alternatives() else set())
-    sizes = vcpus_of(ctx, types)
-    unknown = sorted(types - set(sizes))
-    if unknown:
-        return failed(name, f"EC2 does not know instance type {', '.join(unknown)} in "
-                      f"{ctx.region}", "the GPU types of the mixed instances policy",
-                      f"set InstanceType=<type> in params/{ctx.env}.json (aws ec2 "
-                      "describe-instance-types)")
-    largest = max(sizes, key=lambda kind: (sizes[kind], kind))
+    """The Spot share of AsgMaxSize + the roll surge (market.py: with SpotInstances=true the
+    mixed instances policy launches Spot only, over InstanceType and its Spot alternative, the
+    policy's overrides). Capacity-optimized may pick either type, so every instance is counted
+    at the larger type's vCPUs."""
     max_size = int(ctx.value(names.ASG_MAX_SIZE) or 0)
     surge = roll_surge(max_size)
-    needed = (max_size + surge) * sizes[largest]
-    wanted = (f"{needed} vCPUs = (AsgMaxSize {max_size} + {surge} for a `make roll` surge) x "
-              f"{sizes[largest]} vCPUs ({largest}, the largest of "
-              f"{', '.join(sorted(types))})")
+    found = market.markets(ctx)
+    count = found.spot(max_size + surge)
+    fleet = f"AsgMaxSize {max_size} + {surge} for a `make roll` surge"
+    if count == 0:
+        return ok(name, f"{SPOT}={ctx.value(SPOT)}: {found.describe()}", "no Spot quota")
+    sized = group_sizes(ctx, name, found)
+    if isinstance(sized, Result):
+        return sized
+    sizes, largest = sized
+    needed = count * sizes[largest]
+    share = "" if count == max_size + surge else f"{count} Spot instance(s) of "
+    wanted = (f"{needed} vCPUs = {share}({fleet}) x {sizes[largest]} vCPUs ({largest}, the "
+              f"largest of {', '.join(sorted(sizes))})")
     return vcpu_verdict(ctx, name, SPOT_GPU_QUOTA, needed, wanted, spot=True, known=sizes,
                         other_fix=f"or lower AsgMaxSize, or set {SPOT}=false in params/{ctx.env}"
                                   ".json (Spot quotas start at 0 and are separate from the "
