@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from tools import params as params_file
+from tools.deploy.roll import PREFERENCES
 from tools.deploy.target import TEMPLATES_DIR, Aws, DeployError, resolve_target
 
 
@@ -85,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     step("roll", "replace GPU instances on an old launch template, keeping the service up",
          "Once the ECS service is stable, start an Auto Scaling instance refresh of the GPU "
-         "group: instances already on the current launch template version are skipped, the "
-         "replacement is launched before an old instance goes (min healthy 100 %, max 200 %), "
+         "group: instances already on the current launch template version (the group's, or "
+         "its mixed instances policy's with SpotInstances=true) are skipped, the replacement "
+         "is launched before an old instance goes (min healthy "
+         f"{PREFERENCES['MinHealthyPercentage']} %, max {PREFERENCES['MaxHealthyPercentage']} %), "
          "scale-in protected instances are refreshed and the capacity provider's managed "
          "draining moves their task first. Prints the refresh's progress until it ends.")
 

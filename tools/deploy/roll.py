@@ -48,11 +48,44 @@ PREFERENCES = {
 ACTIVE = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
 
 
+def group_launch_template(group: dict, instance_type: str | None = None) -> dict:
+    """The launch template (LaunchTemplateId, Version) the group launches instance_type from.
+
+    DescribeAutoScalingGroups gives a group either a top-level LaunchTemplate or a
+    MixedInstancesPolicy, whose LaunchTemplate.LaunchTemplateSpecification is the group's
+    template (https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_AutoScalingGroup.html,
+    API_MixedInstancesPolicy.html, API_LaunchTemplate.html); SpotInstances=true deploys the
+    second (stacks/cluster.py). An override may name its own template for its instance type:
+    "If not provided, Amazon EC2 Auto Scaling uses the launch template that's specified in the
+    LaunchTemplate definition" (API_LaunchTemplateOverrides.html)."""
+    policy = group.get("MixedInstancesPolicy")
+    if not policy:
+        return group.get("LaunchTemplate") or {}
+    template = policy.get("LaunchTemplate", {})
+    for override in template.get("Overrides", []):
+        if instance_type and override.get("InstanceType") == instance_type:
+            return override.get("LaunchTemplateSpecification") or template.get(
+                "LaunchTemplateSpecification", {})
+    return template.get("LaunchTemplateSpecification", {})
+
+
+def on_template(instance: dict, wanted: dict) -> bool:
+    have = instance.get("LaunchTemplate", {})
+    same_template = (not wanted.get("LaunchTemplateId") or not have.get("LaunchTemplateId")
+                     or have["LaunchTemplateId"] == wanted["LaunchTemplateId"])
+    return same_template and str(have.get("Version", "")) == str(wanted.get("Version", ""))
+
+
 def outdated_instances(group: dict) -> list[str]:
-    """Instances whose launch template version is not the group's (what SkipMatching keeps)."""
-    wanted = str(group.get("LaunchTemplate", {}).get("Version", ""))
+    """Instances not on the group's launch template and version (what SkipMatching keeps)."""
+    if not group_launch_template(group).get("Version"):
+        raise DeployError(f"group {group.get('AutoScalingGroupName', '?')} has no launch "
+                          "template version (neither LaunchTemplate nor MixedInstancesPolicy."
+                          "LaunchTemplate.LaunchTemplateSpecification)", "deploy the current "
+                          "templates (stacks/cluster.py gives the group a launch template), "
+                          "then roll")
     return [i["InstanceId"] for i in group.get("Instances", [])
-            if str(i.get("LaunchTemplate", {}).get("Version", "")) != wanted]
+            if not on_template(i, group_launch_template(group, i.get("InstanceType")))]
 
 
 def require_managed_draining(aws: Aws, tree: list[stackwatch.StackNode]) -> None:
@@ -105,7 +138,7 @@ def roll(aws: Aws, target: Target, sleep: Callable[[float], None] = time.sleep,
         group = aws_call(lambda n=name: autoscaling.describe_auto_scaling_groups(
             AutoScalingGroupNames=[n])["AutoScalingGroups"][0], f"describe {name}")
         outdated = outdated_instances(group)
-        version = group.get("LaunchTemplate", {}).get("Version", "?")
+        version = group_launch_template(group).get("Version", "?")
         say(f"roll {target.env}: group {name} has {len(group.get('Instances', []))} "
             f"instance(s); {len(outdated)} not on launch template version {version}")
         if not outdated:
@@ -119,6 +152,15 @@ def roll(aws: Aws, target: Target, sleep: Callable[[float], None] = time.sleep,
             say(f"  an instance refresh is already {running[0]['Status']}: following "
                 f"{refresh_id}")
         else:
+            # No DesiredConfiguration, for a mixed instances group too: with SkipMatching and
+            # none given, Auto Scaling replaces only the instances that do not match "the
+            # configuration that you last saved on the Auto Scaling group"
+            # (https://docs.aws.amazon.com/autoscaling/ec2/userguide/asg-instance-refresh-skip-matching.html),
+            # i.e. what CloudFormation set: the policy's launch template version and overrides.
+            # One given "must specify either a LaunchTemplate or a MixedInstancesPolicy"
+            # (API_DesiredConfiguration.html) and becomes the group's settings once the refresh
+            # succeeds (API_StartInstanceRefresh.html): a LaunchTemplate there would drop the
+            # group's Spot policy, and any DesiredConfiguration is drift from the stack.
             refresh_id = aws_call(lambda n=name: autoscaling.start_instance_refresh(
                 AutoScalingGroupName=n, Strategy="Rolling", Preferences=PREFERENCES
             )["InstanceRefreshId"], f"start an instance refresh of {name}")

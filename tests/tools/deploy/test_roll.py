@@ -146,3 +146,96 @@ def test_a_failed_refresh_fails_the_roll_with_its_reason(stubs):
     with pytest.raises(DeployError, match="instance refresh Failed: You have requested more vCPU"):
         roll.roll(aws_with(stubs, "cloudformation", "ecs", "autoscaling"), target(),
                   sleep=lambda s: None)
+
+
+# ---------------------------------------------------------------------------------------------
+# A mixed instances group (SpotInstances=true): its launch template is the policy's
+# ---------------------------------------------------------------------------------------------
+
+TYPES = ("g5.xlarge", "g5.2xlarge")  # InstanceType and its Spot alternative (stacks/gpu.py)
+
+
+def mixed_group(instances: list[tuple[str, str, str]], current: str = "4",
+                override_template: dict | None = None) -> dict:
+    """DescribeAutoScalingGroups for a group with a MixedInstancesPolicy and no top-level
+    LaunchTemplate; instances are (instance type, launch template id, version)."""
+    body = group([])["AutoScalingGroups"][0]
+    del body["LaunchTemplate"]
+    overrides = [{"InstanceType": kind} for kind in TYPES]
+    if override_template:
+        overrides[1]["LaunchTemplateSpecification"] = override_template
+    body["MixedInstancesPolicy"] = {
+        "LaunchTemplate": {
+            "LaunchTemplateSpecification": {"LaunchTemplateId": "lt-1", "Version": current},
+            "Overrides": overrides},
+        "InstancesDistribution": {"OnDemandBaseCapacity": 0,
+                                  "OnDemandPercentageAboveBaseCapacity": 0,
+                                  "SpotAllocationStrategy": "capacity-optimized"}}
+    body["DesiredCapacity"] = len(instances)
+    body["Instances"] = [{"InstanceId": f"i-{n}", "InstanceType": kind, "AvailabilityZone": "a",
+                          "LifecycleState": "InService", "HealthStatus": "Healthy",
+                          "ProtectedFromScaleIn": True,
+                          "LaunchTemplate": {"LaunchTemplateId": template, "Version": version}}
+                         for n, (kind, template, version) in enumerate(instances)]
+    return {"AutoScalingGroups": [body]}
+
+
+@pytest.mark.parametrize("case, described, outdated", [
+    ("every instance on the policy's template", mixed_group(
+        [("g5.xlarge", "lt-1", "4"), ("g5.2xlarge", "lt-1", "4")]), []),
+    ("one on an older version", mixed_group(
+        [("g5.xlarge", "lt-1", "3"), ("g5.2xlarge", "lt-1", "4")]), ["i-0"]),
+    ("one from a replaced launch template", mixed_group(
+        [("g5.xlarge", "lt-0", "4"), ("g5.2xlarge", "lt-1", "4")]), ["i-0"]),
+    ("an override with its own launch template", mixed_group(
+        [("g5.xlarge", "lt-1", "4"), ("g5.2xlarge", "lt-2", "7"), ("g5.2xlarge", "lt-1", "4")],
+        override_template={"LaunchTemplateId": "lt-2", "Version": "7"}), ["i-2"]),
+])
+def test_a_mixed_instances_groups_template_is_its_policys(case, described, outdated):
+    assert roll.outdated_instances(described["AutoScalingGroups"][0]) == outdated, case
+
+
+def test_roll_of_a_current_mixed_instances_group_starts_nothing(stubs, capsys):
+    cfn, ecs, autoscaling = (stubs(n)[1] for n in ("cloudformation", "ecs", "autoscaling"))
+    expect_tree(cfn)
+    expect_service(ecs, service())
+    expect_draining(ecs)
+    autoscaling.add_response("describe_auto_scaling_groups", mixed_group(
+        [("g5.xlarge", "lt-1", "4"), ("g5.2xlarge", "lt-1", "4")]),
+        {"AutoScalingGroupNames": [GROUP]})  # no refresh call is stubbed: one would fail
+    assert roll.roll(aws_with(stubs, "cloudformation", "ecs", "autoscaling"), target()) == 0
+    out = capsys.readouterr().out
+    assert "2 instance(s); 0 not on launch template version 4" in out
+    assert "nothing to replace" in out
+
+
+def test_roll_of_a_mixed_instances_group_sends_no_desired_configuration(stubs, capsys):
+    """SkipMatching compares with the group's saved configuration, the mixed instances policy;
+    a DesiredConfiguration would become the group's settings (a LaunchTemplate there drops the
+    Spot policy). The Stubber's expected parameters are exact: any extra key fails."""
+    cfn, ecs, autoscaling = (stubs(n)[1] for n in ("cloudformation", "ecs", "autoscaling"))
+    expect_tree(cfn)
+    expect_service(ecs, service())
+    expect_draining(ecs)
+    autoscaling.add_response("describe_auto_scaling_groups", mixed_group(
+        [("g5.xlarge", "lt-1", "3"), ("g5.2xlarge", "lt-1", "4")]),
+        {"AutoScalingGroupNames": [GROUP]})
+    autoscaling.add_response("describe_instance_refreshes", {"InstanceRefreshes": []},
+                             {"AutoScalingGroupName": GROUP, "MaxRecords": 1})
+    autoscaling.add_response("start_instance_refresh", {"InstanceRefreshId": REFRESH}, {
+        "AutoScalingGroupName": GROUP, "Strategy": "Rolling", "Preferences": roll.PREFERENCES})
+    autoscaling.add_response("describe_instance_refreshes", refresh("Successful", 100),
+                             {"AutoScalingGroupName": GROUP, "InstanceRefreshIds": [REFRESH]})
+    expect_service(ecs, service())
+    assert roll.roll(aws_with(stubs, "cloudformation", "ecs", "autoscaling"), target(),
+                     sleep=lambda s: None) == 0
+    out = capsys.readouterr().out
+    assert "1 not on launch template version 4" in out
+    assert "every instance now runs launch template version 4" in out
+
+
+def test_a_group_without_a_launch_template_version_is_refused_naming_it(stubs):
+    body = mixed_group([("g5.xlarge", "lt-1", "4")])["AutoScalingGroups"][0]
+    del body["MixedInstancesPolicy"]
+    with pytest.raises(DeployError, match=f"group {GROUP} has no launch template version"):
+        roll.outdated_instances(body)
