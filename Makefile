@@ -75,7 +75,8 @@ clean:
 
 # Deploy path (docs/deploy.md; docs/operations.md): python -m tools.deploy STEP ENV.
 # ENV names params/ENV.json. IMAGE_TAG=<tag> overrides the tag `images` recorded; YES=1 skips
-# teardown's confirmation; SKIP_PREFLIGHT=1 deploys without the account checks (said loudly).
+# teardown's confirmation; SKIP_PREFLIGHT=1 deploys without the account checks (said loudly);
+# KEEP_NIGHT_CAP=1 puts the night action's MaxCapacity 0 back after a deploy that lifted it.
 .PHONY: rehearse bootstrap images preview deploy roll teardown
 require-env = $(if $(strip $(ENV)),,$(error say which environment: make $@ ENV=dev (params/<env>.json)))
 
@@ -86,7 +87,7 @@ bootstrap images roll: $(STAMP)
 	$(require-env)$(PY) -m tools.deploy $@ $(ENV)
 
 preview deploy: $(STAMP)
-	$(require-env)$(PY) -m tools.deploy $@ $(ENV)$(if $(IMAGE_TAG), --image-tag $(IMAGE_TAG))$(if $(and $(SKIP_PREFLIGHT),$(filter deploy,$@)), --skip-preflight)
+	$(require-env)$(PY) -m tools.deploy $@ $(ENV)$(if $(IMAGE_TAG), --image-tag $(IMAGE_TAG))$(if $(and $(SKIP_PREFLIGHT),$(filter deploy,$@)), --skip-preflight)$(if $(and $(KEEP_NIGHT_CAP),$(filter deploy,$@)), --keep-night-cap)
 
 teardown: $(STAMP)
 	$(require-env)$(PY) -m tools.deploy $@ $(ENV)$(if $(YES), --yes)

@@ -210,6 +210,11 @@ class Change:
     replacement: str
     details: str
     expanded: bool = False  # a nested stack whose own changes follow in the list
+    # Every detail's Evaluation: "Static" (CloudFormation knows the value changes) or "Dynamic"
+    # (it "can't determine the target value because it depends on the result of an intrinsic
+    # function", https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/
+    # API_ResourceChangeDetail.html): a Modify of Dynamic details only may change nothing.
+    evaluations: tuple[str, ...] = ()
 
 
 def change_set_pages(cfn, change_set: str, stack: str | None = None,
@@ -258,6 +263,7 @@ def collect_changes(cfn, change_set_id: str, label: str = "root", depth: int = 0
                 resource_type=change.get("ResourceType", ""),
                 replacement=change.get("Replacement", "") or "",
                 details=_details(change), expanded=expand,
+                evaluations=tuple(d.get("Evaluation", "") for d in change.get("Details", [])),
             ))
             if expand:
                 child = logical if label == "root" else f"{label}.{logical}"

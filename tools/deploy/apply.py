@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from stacks import names
 from tools import stackwatch
-from tools.deploy import changeset, fleet, verify
+from tools.deploy import changeset, fleet, nightcap, verify
 from tools.deploy.events import StackEvents, wait_for_stack
 from tools.deploy.images import check_images, read_record
 from tools.deploy.local import package
@@ -164,7 +164,8 @@ def run_preflight(aws: Aws, target: Target, values: dict[str, str], tag: str | N
 
 
 def deploy(aws: Aws, target: Target, image_tag: str | None, overrides: dict[str, str],
-           rehearsal: bool, wait_timeout: int | None, skip_preflight: bool = False) -> int:
+           rehearsal: bool, wait_timeout: int | None, skip_preflight: bool = False,
+           keep_night_cap: bool = False) -> int:
     if rehearsal:
         endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
         if urlparse(endpoint).hostname not in ("localhost", "127.0.0.1"):
@@ -180,8 +181,31 @@ def deploy(aws: Aws, target: Target, image_tag: str | None, overrides: dict[str,
     if names.IMAGE_TAG in declared and not rehearsal:
         check_images(aws, target, tag or "")
     before = fleet.snapshot(aws, target.root_stack)
-    deploy_stack(aws, target, target.template(ROOT_TEMPLATE), target.root_stack, values,
-                 package=True, report=lambda stack, cs: fleet.report_ami(stack, cs, target.env))
+    night: list[nightcap.NightCap | None] = [None]
+
+    def report(stack: dict | None, change_set: changeset.ChangeSet) -> None:
+        fleet.report_ami(stack, change_set, target.env)
+        # Read only when a change set will execute on an existing stack (nothing to say else).
+        night[0] = nightcap.read(aws, target.root_stack) if stack else None
+        nightcap.report(night[0], change_set, values, keep_night_cap, target.env)
+
+    try:
+        deploy_stack(aws, target, target.template(ROOT_TEMPLATE), target.root_stack, values,
+                     package=True, report=report)
+        result = after_stack(aws, target, values, before, rehearsal, wait_timeout)
+    except Exception:
+        # A rollback re-registers the target too: say (and with keep, fix) the cap even then,
+        # without hiding the deploy's own error.
+        nightcap.after(aws, night[0], target.root_stack, values, keep_night_cap, quiet=True)
+        raise
+    nightcap.after(aws, night[0], target.root_stack, values, keep_night_cap)
+    return result
+
+
+def after_stack(aws: Aws, target: Target, values: dict[str, str],
+                before: list[fleet.LaunchTemplate] | None, rehearsal: bool,
+                wait_timeout: int | None) -> int:
+    """The fleet report, the outputs and (not in a rehearsal) the service verification."""
     fleet.report_launch_templates(before, fleet.snapshot(aws, target.root_stack), target.env)
     cfn = aws.client("cloudformation")
     stack = aws_call(lambda: stackwatch.describe_stack(cfn, target.root_stack),

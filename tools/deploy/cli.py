@@ -50,12 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
          "set with nested stacks from params/ENV.json plus the deploy-time values (ImageTag, "
          "RepositoryPrefix), print it, execute it and print root and nested stack events "
          "until the stack settles; say whether the GPU AMI or the launch template changed "
-         "(then `make roll` replaces the instances). Refuses if the Ollama image's model "
+         "(then `make roll` replaces the instances). At night (the scalable target's "
+         "MaxCapacity 0) it says before executing whether the change set lifts that cap (it "
+         "does when it updates the ScalableTarget: until the next night action) or keeps it, "
+         "and afterwards which happened. Refuses if the Ollama image's model "
          "label differs from ModelName. Then waits until the ECS service is stable (printing "
          "the Auto Scaling group's scaling activity while tasks wait in PROVISIONING), "
          "verifies that the new task definition runs (a service scaled to zero is woken "
-         "first with one request, as a client would; at night or without a wake path the "
-         "deploy fails: nothing verified), calls /v1/models and a tiny "
+         "first with one request, as a client would; at night, while the night cap holds, "
+         "or without a wake path the deploy fails: nothing verified), calls /v1/models and a "
+         "tiny "
          "completion, and prints the service URL and how to read the API key. prod stacks "
          "get termination protection; all stacks get cost-allocation tags."),
     ):
@@ -73,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--skip-preflight", action="store_true",
                              help="do not run the read-only account checks first (says so "
                                   "loudly)")
+            sub.add_argument("--keep-night-cap", action="store_true",
+                             help="at night (the scalable target's MaxCapacity 0): if the "
+                                  "stack update lifts the cap, put the night action's "
+                                  "capacities back after the deploy and its verification "
+                                  "(the service returns to 0 tasks)")
             sub.add_argument("--rehearsal", action="store_true",
                              help="offline rehearsal against a local emulator "
                                   "(AWS_ENDPOINT_URL=http://localhost:PORT): placeholder image "
@@ -142,7 +151,7 @@ def main(argv: list[str] | None = None, aws: Aws | None = None) -> int:
         if args.step == "preview":
             return preview.preview(aws, target, args.image_tag, overrides)
         return apply.deploy(aws, target, args.image_tag, overrides, args.rehearsal,
-                            args.wait_timeout, args.skip_preflight)
+                            args.wait_timeout, args.skip_preflight, args.keep_night_cap)
     except DeployError as error:
         print(f"{args.step} {args.env}: error: {error.message}", file=sys.stderr, flush=True)
         if error.hint:

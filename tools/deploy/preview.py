@@ -1,9 +1,10 @@
 """make preview ENV=<env>: package, create the change set with nested stacks, print every change
-(and what it does to the GPU AMI and launch template), and keep the change set for review."""
+(and what it does to the GPU AMI, the launch template and, at night, the night cap), and keep the
+change set for review."""
 
 from __future__ import annotations
 
-from tools.deploy import changeset, fleet
+from tools.deploy import changeset, fleet, nightcap
 from tools.deploy.apply import (
     deploy_values,
     resolve_image_tag,
@@ -29,6 +30,9 @@ def preview(aws: Aws, target: Target, image_tag: str | None, overrides: dict[str
         return 0
     changeset.show(change_set)
     fleet.report_ami(stack, change_set, target.env)
+    if stack:  # at night: what executing this change set does to the cap (nightcap.py)
+        nightcap.report(nightcap.read(aws, target.root_stack), change_set, values, False,
+                        target.env)
     say("")
     say(f"change set kept for review: {change_set.id}")
     say("  apply exactly this change set: aws cloudformation execute-change-set "

@@ -53,6 +53,8 @@ def test_preview_prints_the_changes_of_nested_stacks_and_keeps_the_change_set(st
             "ResourceType": "AWS::ECS::Service", "Replacement": "False",
             "Details": [{"Target": {"Attribute": "Properties", "Name": "TaskDefinition"}}]}},
     ]}, {"ChangeSetName": SERVICE_CS})
+    # The night-cap read (tools/deploy/nightcap.py): a stack without an ECS service has none.
+    cfn.add_response("list_stack_resources", {"StackResourceSummaries": []}, {"StackName": ROOT})
 
     rc = preview.preview(aws_with(stubs, "cloudformation"), target(), "abc123def456", {}, BODY)
 
