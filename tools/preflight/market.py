@@ -54,8 +54,8 @@ class Markets:
 
     def on_demand(self, capacity: int) -> int:
         """On-Demand instances among `capacity`. A fraction of an instance above the base is
-        counted as a whole On-Demand instance: the documentation does not say how Auto Scaling
-        rounds, and for a quota the larger number is the safe side."""
+        counted as a whole On-Demand instance: the pages cited above do not say how Auto
+        Scaling rounds, and for a quota the larger number is the safe side."""
         if not self.mixed:
             return capacity
         base = min(capacity, self.base)
