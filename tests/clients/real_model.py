@@ -285,8 +285,8 @@ NOT_HERE: tuple[tuple[str, str], ...] = (
     ("every ollama and langchain-ollama row",
      "llama.cpp has no Ollama routes (/api/chat, /api/generate, /api/show, /api/ps, ...: 404)"),
     ("embeddings (openai, langchain-openai)",
-     "needs llama.cpp started with --embedding and a pooling model; gemma3-270m is served "
-     "for generation"),
+     "llama.cpp answers 501 unless started with --embeddings, and gemma3-270m is served for "
+     "generation here"),
     ("tools, response_format",
      "what comes back would be the base model's text (tool calls, JSON): not asserted"),
     ("models.retrieve(model)", "llama.cpp has no GET /v1/models/{model}"),
