@@ -8,11 +8,12 @@ asserted, never the text.
 from __future__ import annotations
 
 import importlib.metadata
+import time
 
 import httpx
 import pytest
 
-from tests.clients.real_model import REAL
+from tests.clients.real_model import REAL, SETTLE_SECONDS
 from tests.llamacpp import LABEL
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
@@ -20,6 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.real_model]
 
 @pytest.mark.parametrize("row", REAL, ids=lambda row: f"llamacpp-gemma3-270m-{row.id}")
 def test_client_call_on_llamacpp_gemma3_270m_not_ollama(real, row):
+    time.sleep(SETTLE_SECONDS)
     row.run(real)
 
 
