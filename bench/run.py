@@ -5,7 +5,7 @@
 --quick: fewer generation runs, one round and fewer requests per gateway run, and only the
 5 ms/token gateway matrix (a smoke run). --gateway-only: skip the generation benchmark.
 --real-model-only: only the real-model row (bench/realmodel.py: llama.cpp with gemma3-270m, not
-Ollama), printed in the gateway table's columns; about a minute, 20 s with --quick.
+Ollama), printed in the gateway table's columns; about 1.5 minutes, 20 s with --quick.
 --profile: also sample the gateway with py-spy during one extra (uncounted) run per route at the
 highest concurrency; collapsed stacks go to bench/results/, the top frames are printed.
 Not part of `make test`: figures are measured, never asserted; the targets are printed as

@@ -52,3 +52,11 @@ def test_the_server_answers_and_stop_leaves_nothing_running(llamacpp):
         os.kill(pid, 0)
     with pytest.raises(OSError), socket.create_connection((address.hostname, address.port), 1):
         pass
+
+
+def test_a_missing_libgomp_is_named_with_the_package_that_brings_it(tmp_path):
+    server = LlamaServer(tmp_path / "model.gguf")
+    server.log = str(tmp_path / "server.log")
+    Path(server.log).write_text("ImportError: libgomp.so.1: cannot open shared object file: "
+                                "No such file or directory\n")
+    assert "apt-get install -y libgomp1" in server.why()
