@@ -15,8 +15,9 @@ llama.cpp's HTTP server sometimes closes a connection just after a streamed answ
 request sent on it in that moment fails (5 of 30 back-to-back streams on one keep-alive
 connection, directly; none with 50 ms between them). Through the gateway the same happens on
 its pooled upstream connection: 1 of 80 back-to-back streams got a 502 (`upstream_broken`),
-none of 80 with 0.1 s between them. Ollama's server is not known to do this; the row measures
-the gateway's overhead, not that race, and any error that still happens is printed.
+none of 80 with 0.1 s between them. Whether Ollama's server does the same is not measured (no
+Ollama here); the row measures the gateway's overhead, not that race, and any error that still
+happens is printed.
 Throughput is per stream: TOKENS over the total latency of a request. Figures are medians over
 the runs of each side; the ratio's range is over the rounds. On two cores the
 gateway, the load generator and llama.cpp share the machine: the gateway's CPU is part of what

@@ -97,6 +97,7 @@ def model_path() -> Path:
         partial = Path(tmp.name)
     try:
         assemble(partial, overwrite=True)  # raises ValueError on a checksum mismatch
+        partial.chmod(0o644)  # as the package's own assemble() leaves it (mkstemp: 0600)
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)

@@ -37,6 +37,7 @@ def test_a_broken_cached_model_is_assembled_again_and_checked(tmp_path, monkeypa
     assert path == tmp_path / launcher.model_file_name()
     assert _sha256_file(path) == EXPECTED_SHA256
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no partial file left
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_the_server_answers_and_stop_leaves_nothing_running(llamacpp):
