@@ -126,16 +126,18 @@ def children_cpu_seconds() -> float:
 
 
 def load_command(base: str, route: str, concurrency: int, requests: int,
-                 key: str | None) -> list[str]:
+                 key: str | None, options: list[str] | None = None) -> list[str]:
+    """options: further bench.load options (the real-model row's, bench/realmodel.py)."""
     command = [sys.executable, "-m", "bench.load", "--base", base, "--route", route,
                "--concurrency", str(concurrency), "--requests", str(requests),
-               "--deadline", "90"]
+               "--deadline", "90", *(options or [])]
     return command + (["--key", key] if key else [])
 
 
-def load(base: str, route: str, concurrency: int, requests: int, key: str | None) -> dict:
-    result = subprocess.run(load_command(base, route, concurrency, requests, key), cwd=REPO,
-                            capture_output=True, text=True, timeout=180, check=True)
+def load(base: str, route: str, concurrency: int, requests: int, key: str | None,
+         options: list[str] | None = None) -> dict:
+    result = subprocess.run(load_command(base, route, concurrency, requests, key, options),
+                            cwd=REPO, capture_output=True, text=True, timeout=180, check=True)
     return json.loads(result.stdout)
 
 
@@ -151,11 +153,12 @@ def reset_double(double_base: str, delay_ms: float) -> None:
 
 
 def observed_load(base: str, route: str, concurrency: int, requests: int, key: str | None,
-                  double_pid: int, gateway_pid: int) -> dict:
-    """One load run, plus what the double, the gateway and the rest of the machine spent."""
+                  double_pid: int, gateway_pid: int, options: list[str] | None = None) -> dict:
+    """One load run, plus what the upstream (the double, or llama.cpp), the gateway and the
+    rest of the machine spent."""
     before = (cpu_seconds(double_pid), cpu_seconds(gateway_pid), host_busy_seconds(),
               children_cpu_seconds(), time.monotonic())
-    result = load(base, route, concurrency, requests, key)
+    result = load(base, route, concurrency, requests, key, options)
     after = (cpu_seconds(double_pid), cpu_seconds(gateway_pid), host_busy_seconds(),
              children_cpu_seconds(), time.monotonic())
     double, gateway, host, children, wall = (b - a for a, b in zip(before, after, strict=True))

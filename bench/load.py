@@ -1,11 +1,16 @@
 """A bounded streaming load generator (run as its own process, loopback only).
 
     python -m bench.load --base http://127.0.0.1:PORT --route ollama|openai \
-        --concurrency 16 --requests 320 [--key KEY] [--deadline 60] [--client light|aiohttp]
+        --concurrency 16 --requests 320 [--key KEY] [--deadline 60] [--client light|aiohttp] \
+        [--payload '{"max_tokens": 32}'] [--close] [--pause 0.1]
 
 Prints one JSON object: requests, errors, wall seconds, requests/s, tokens/s, time to first
 token / total latency percentiles in milliseconds, and the load generator's own CPU time per
-request. Every request is a streaming chat.
+request. Every request is a streaming chat; --payload merges a JSON object into its body (the
+model name and llama.cpp's options for the real-model row, bench/realmodel.py); --close sends
+`Connection: close`, one connection per request (llama.cpp's server drops some reused
+keep-alive connections: see bench/realmodel.py); --pause waits that long between a stream's
+requests.
 
 The load generator shares the machine with what it measures, so its own CPU is part of the
 noise. The default client ("light") is a small HTTP/1.1 keep-alive client: one connection per
@@ -38,6 +43,11 @@ ROUTES = {
     "openai": ("/v1/chat/completions", {"model": MODEL, "stream": True,
                                         "messages": [{"role": "user", "content": "benchmark"}]}),
 }
+
+
+def request_for(route: str, extra: dict | None = None) -> tuple[str, dict]:
+    path, payload = ROUTES[route]
+    return path, {**payload, **(extra or {})}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -119,21 +129,25 @@ class _Exchange(asyncio.Protocol):
         return ok
 
 
-def _raw_request(host: str, port: int, path: str, payload: dict, key: str | None) -> bytes:
+def _raw_request(host: str, port: int, path: str, payload: dict, key: str | None,
+                 close: bool = False) -> bytes:
     body = json.dumps(payload).encode()
     head = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json",
             f"Content-Length: {len(body)}", "Accept: */*"]
+    if close:
+        head.append("Connection: close")
     if key:
         head.append(f"Authorization: Bearer {key}")
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
 async def _light(base: str, route: str, concurrency: int, requests: int, key: str | None,
-                 deadline: float, record, ramp: float = 0.0) -> None:
+                 deadline: float, record, ramp: float = 0.0, extra: dict | None = None,
+                 close: bool = False, pause: float = 0.0) -> None:
     url = urlparse(base)
     host, port = url.hostname or "127.0.0.1", url.port or 80
-    path, payload = ROUTES[route]
-    raw = _raw_request(host, port, path, payload, key)
+    path, payload = request_for(route, extra)
+    raw = _raw_request(host, port, path, payload, key, close)
     loop = asyncio.get_running_loop()
     remaining = iter(range(requests))
     stop_at = time.monotonic() + deadline
@@ -162,6 +176,8 @@ async def _light(base: str, route: str, concurrency: int, requests: int, key: st
             first = conn.first if conn is not None else None
             record(ok and first is not None, start, first, end,
                    bytes(conn.body) if conn is not None else b"")
+            if pause:
+                await asyncio.sleep(pause)
         if conn is not None and conn.transport is not None:
             conn.transport.close()
 
@@ -169,12 +185,13 @@ async def _light(base: str, route: str, concurrency: int, requests: int, key: st
 
 
 async def _aiohttp(base: str, route: str, concurrency: int, requests: int, key: str | None,
-                   deadline: float, record, ramp: float = 0.0) -> None:
-    path, payload = ROUTES[route]
+                   deadline: float, record, ramp: float = 0.0, extra: dict | None = None,
+                   close: bool = False, pause: float = 0.0) -> None:
+    path, payload = request_for(route, extra)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     remaining = iter(range(requests))
     stop_at = time.monotonic() + deadline
-    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=close)
     timeout = aiohttp.ClientTimeout(total=deadline)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
@@ -197,12 +214,15 @@ async def _aiohttp(base: str, route: str, concurrency: int, requests: int, key: 
                 except (TimeoutError, aiohttp.ClientError):
                     ok = False
                 record(ok and first is not None, start, first, time.perf_counter(), bytes(body))
+                if pause:
+                    await asyncio.sleep(pause)
 
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
 
 
 async def run(base: str, route: str, concurrency: int, requests: int, key: str | None,
-              deadline: float, client: str = "light", ramp: float = 0.0) -> dict:
+              deadline: float, client: str = "light", ramp: float = 0.0,
+              extra: dict | None = None, close: bool = False, pause: float = 0.0) -> dict:
     host = urlparse(base).hostname
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit(f"refusing to load {host}: loopback only")
@@ -223,7 +243,8 @@ async def run(base: str, route: str, concurrency: int, requests: int, key: str |
     drive = _light if client == "light" else _aiohttp
     cpu_before = time.process_time()
     started = time.perf_counter()
-    await drive(base, route, concurrency, requests, key, deadline, record, ramp)
+    await drive(base, route, concurrency, requests, key, deadline, record, ramp, extra, close,
+                pause)
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu_before
     done = len(totals)
@@ -249,9 +270,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", choices=("light", "aiohttp"), default="light")
     parser.add_argument("--ramp", type=float, default=0.0,
                         help="seconds over which the streams' first requests are spread")
+    parser.add_argument("--payload", type=json.loads, default=None,
+                        help="a JSON object merged into every request body")
+    parser.add_argument("--close", action="store_true",
+                        help="one connection per request (Connection: close)")
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="seconds between two requests of one stream")
     args = parser.parse_args(argv)
+    if args.payload is not None and not isinstance(args.payload, dict):
+        parser.error("--payload must be a JSON object, e.g. '{\"max_tokens\": 32}'")
     work = run(args.base, args.route, args.concurrency, args.requests, args.key, args.deadline,
-               args.client, args.ramp)
+               args.client, args.ramp, args.payload, args.close, args.pause)
     # The first harness ran aiohttp on the default asyncio loop: kept as it was, to compare.
     result = uvloop.run(work) if args.client == "light" else asyncio.run(work)
     print(json.dumps(result))

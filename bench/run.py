@@ -1,9 +1,11 @@
 """`make bench`: every benchmark, one table on stdout, the same figures in bench/results/latest.json.
 
-    python -m bench.run [--quick] [--gateway-only] [--profile]
+    python -m bench.run [--quick] [--gateway-only] [--real-model-only] [--profile]
 
 --quick: fewer generation runs, one round and fewer requests per gateway run, and only the
 5 ms/token gateway matrix (a smoke run). --gateway-only: skip the generation benchmark.
+--real-model-only: only the real-model row (bench/realmodel.py: llama.cpp with gemma3-270m, not
+Ollama), printed in the gateway table's columns; about 1.5 minutes, 20 s with --quick.
 --profile: also sample the gateway with py-spy during one extra (uncounted) run per route at the
 highest concurrency; collapsed stacks go to bench/results/, the top frames are printed.
 Not part of `make test`: figures are measured, never asserted; the targets are printed as
@@ -19,7 +21,7 @@ import platform
 import sys
 from pathlib import Path
 
-from bench import gateway, generation
+from bench import gateway, generation, realmodel
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "latest.json"
@@ -43,22 +45,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--gateway-only", action="store_true")
+    parser.add_argument("--real-model-only", action="store_true")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
+    if args.real_model_only and args.profile:
+        parser.error("--profile samples the double's runs; it does not go with --real-model-only")
 
     report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "platform": platform.platform()}}
-    if not args.gateway_only:
+    if not (args.gateway_only or args.real_model_only):
         report["generation"] = generation.measure(runs=10 if args.quick else 15)
         report["gate"] = {name: generation.timed_command(cmd, runs=1 if args.quick else 3)
                           for name, cmd in gate_commands().items()}
-    report["gateway_setup"] = gateway.describe()
-    report["gateway"] = gateway.measure(
-        delays_ms=(5,) if args.quick else (0, 5),
-        rounds=1 if args.quick else 2,
-        quick=args.quick,
-        profile_dir=RESULTS.parent if args.profile else None,
-    )
+    if not args.real_model_only:
+        report["gateway_setup"] = gateway.describe()
+        report["gateway"] = gateway.measure(
+            delays_ms=(5,) if args.quick else (0, 5),
+            rounds=1 if args.quick else 2,
+            quick=args.quick,
+            profile_dir=RESULTS.parent if args.profile else None,
+        )
+    report["real_model"] = realmodel.measure(rounds=1 if args.quick else 3,
+                                             requests=2 if args.quick else realmodel.REQUESTS)
     if "generation" in report:
         print_generation(report)
     print_gateway(report)
@@ -91,8 +99,10 @@ RSS_TARGET_MB = 150
 
 
 def print_gateway(report: dict) -> None:
-    rows = report["gateway"]
-    print("== Gateway overhead; " + report["gateway_setup"])
+    rows = report.get("gateway", [])
+    real = report["real_model"]
+    setup = report.get("gateway_setup", f"only the real-model row ({real['upstream']})")
+    print("== Gateway overhead; " + setup)
     header = (f"{'ms/tok':>6} {'route':<6} {'conc':>4} | {'req/s d':>7} {'req/s g':>7} | "
               f"{'tok/s d':>7} {'tok/s g':>7} {'ratio':>5} {'(rounds)':<9} | "
               f"{'ttft50 d':>8} {'+':>5} {'ttft99 d':>8} {'+':>5} | "
@@ -113,11 +123,18 @@ def print_gateway(report: dict) -> None:
               f"{d['total_p99_ms']:>7.1f} {gw['total_p99_ms']:>6.1f}")
         if gw["errors"] or d["errors"]:
             print(f"       errors: direct {d['errors']:.0f}, gateway {gw['errors']:.0f}")
-    print("d = the double alone, g = through the gateway (means over the runs); ratio = gateway "
+    print(f"-- real model, {real['upstream']}:")
+    print(realmodel.row_line(real))
+    print("d = the upstream alone (the double; llama.cpp in the gemma3 row), g = through the "
+          "gateway (means over the runs; medians in the gemma3 row); ratio = gateway "
           "tok/s / direct tok/s, (rounds) = its range over the rounds of direct, gateway, "
           "gateway, direct; ttft = time to first token, tot = total latency (ms, p50/p99), "
           "+ = added by the gateway")
+    for line in realmodel.notes(real):
+        print(line)
     print()
+    if not rows:
+        return
     header = (f"{'ms/tok':>6} {'route':<6} {'conc':>4} | {'gateway CPU ms/req':>18} "
               f"{'peak RSS MB':>11} | {'load gen CPU ms/req d':>21} {'g':>5} | "
               f"{'double CPU ms/req d':>19} {'g':>5} | {'other cores':>11}")

@@ -66,6 +66,9 @@ SECTIONS: tuple[Section, ...] = (
              "tools/cfn_types.py", "tools/cost/*.py", "prices/*.json")),
     Section("client-compatibility", "docs/clients.md", "tests.clients.table:render",
             ("tests/clients/*.py", "requirements-dev.txt")),
+    Section("client-compatibility-real-model", "docs/clients.md",
+            "tests.clients.real_model:render",
+            ("tests/clients/*.py", "tests/llamacpp.py", "requirements-dev.txt")),
     Section("timeout-budget", "docs/infrastructure.md", "tools.contract_files:budget_table",
             ("app/contract.py",)),
 )
