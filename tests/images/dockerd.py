@@ -14,6 +14,7 @@ every client call gets DOCKER_HOST=unix://<private socket> explicitly.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -33,6 +34,8 @@ PIDFILE = STATE_DIR / "dockerd.pid"
 LOG_FILE = STATE_DIR / "dockerd.log"
 DAEMON_CONFIG = STATE_DIR / "daemon.json"  # empty: /etc/docker/daemon.json does not apply
 CLIENT_CONFIG = STATE_DIR / "client"  # DOCKER_CONFIG: no ~/.docker contexts or helpers
+SESSIONS_DIR = STATE_DIR / "sessions"  # one lease file (a PID) per session using the engine
+AUTOSTARTED = STATE_DIR / "autostarted"  # a session started it: the last one stops it
 CLIENT_BIN = STATE_DIR / "bin"  # `docker` for docker-compose: the engine's own client
 # unix socket paths are limited to 108 bytes (sun_path, unix(7)); the longest under the run
 # dir is the managed containerd's "exec/containerd/containerd.sock.ttrpc".
@@ -275,6 +278,7 @@ def stop(timeout: float = STOP_TIMEOUT) -> tuple[bool, str]:
             _started.wait(5)
         _started = None
     SOCKET.unlink(missing_ok=True)
+    AUTOSTARTED.unlink(missing_ok=True)
     return clean, "" if clean else "dockerd did not stop on SIGTERM; killed"
 
 
@@ -291,12 +295,44 @@ def ensure_engine(start_if_needed: bool = True) -> tuple[bool, str]:
 
 
 @contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with (STATE_DIR / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _other_sessions() -> list[int]:
+    """PIDs of other live sessions using the engine (their lease files under .cache/engine)."""
+    alive = []
+    for lease in SESSIONS_DIR.glob("*"):
+        pid = int(lease.name) if lease.name.isdigit() else -1
+        if pid == os.getpid():
+            continue
+        if pid > 0 and _alive(pid):
+            alive.append(pid)
+        else:
+            lease.unlink(missing_ok=True)  # a session that died without cleaning up
+    return alive
+
+
+@contextlib.contextmanager
 def engine_session() -> Iterator[tuple[bool, str]]:
-    """ensure_engine() for a block; stops the engine afterwards if the block's start made it."""
-    running_before = answers()
-    ok, why = ensure_engine()
+    """ensure_engine() for a block. An engine a session started is stopped when the last
+    session using it ends (sessions in one checkout share the engine: a lease file each);
+    one started by `python -m tests.images.engine start` is left to `stop`."""
+    lease = SESSIONS_DIR / str(os.getpid())
+    with _locked():
+        SESSIONS_DIR.mkdir(parents=True, exist_ok=True)
+        lease.touch()
+        running_before = answers()
+        ok, why = ensure_engine()
+        if ok and not running_before:
+            AUTOSTARTED.write_text(f"{os.getpid()}\n")
     try:
         yield ok, why
     finally:
-        if ok and not running_before:
-            stop()
+        with _locked():
+            lease.unlink(missing_ok=True)
+            if ok and AUTOSTARTED.exists() and not _other_sessions():
+                stop()
