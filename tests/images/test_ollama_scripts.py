@@ -28,6 +28,7 @@ from tests.images.common import (
     port_answers,
     task_containers,
 )
+from tests.images.fake_ollama import bake
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +67,7 @@ def env(tmp_path: Path, fake_bin: Path) -> dict[str, str]:
     home.mkdir()
     values["HOME"] = str(home)
     values["OLLAMA_MODELS"] = str(tmp_path / "models")
+    bake(MODEL, Path(values["OLLAMA_MODELS"]))  # what the image's build step leaves
     values["PATH"] = f"{fake_bin}:/usr/local/bin:/usr/bin:/bin"
     values["OLLAMA_START_TIMEOUT_SECONDS"] = "20"
     return values
@@ -184,6 +186,14 @@ def test_a_model_that_cannot_load_stops_the_container(env, start):
     assert not port_answers(port_of(env)), "serve was stopped, not left running unhealthy"
 
 
+def test_a_model_missing_from_the_models_directory_cannot_load(env, start, tmp_path):
+    env["OLLAMA_MODELS"] = str(tmp_path / "empty-models")  # nothing baked
+    running = start([str(ENTRYPOINT)], env)
+    assert running.wait(timeout=30) == 1, running.output()
+    assert f"could not load {MODEL}" in running.output()
+    assert "is not in $OLLAMA_MODELS" in running.output()
+
+
 def test_a_server_that_cannot_start_ends_the_entrypoint(env, start):
     env["FAKE_OLLAMA_SERVE_FAIL"] = "1"
     running = start([str(ENTRYPOINT)], env)
@@ -211,6 +221,7 @@ def test_entrypoint_passes_other_commands_to_the_cli(env, start):
 def build_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     values = dict(env)
     values["OLLAMA_BUILD_HOST"] = values.pop("OLLAMA_HOST")
+    values["OLLAMA_MODELS"] = str(tmp_path / "build-models")  # empty: the step bakes it
     scratch = tmp_path / "tmpdir"
     scratch.mkdir()
     values["TMPDIR"] = str(scratch)
