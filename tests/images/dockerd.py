@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 STATE_DIR = REPO / ".cache" / "engine"
@@ -141,6 +143,35 @@ def build_image(tag: str, context: Path, dockerfile: Path | None = None,
         args += ["--build-arg", f"{key}={value}"]
     docker(*args, *extra, str(context), timeout=timeout)
     return tag
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("docker", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(str(self._path))
+
+
+def api(method: str, path: str, body: object = None, timeout: float = 120) -> tuple[int, Any]:
+    """One Engine API call on the private socket (https://docs.docker.com/reference/api/engine/):
+    what the ECS agent does (it creates containers through the API, not the CLI)."""
+    connection = _UnixConnection(SOCKET, timeout)
+    try:
+        payload = None if body is None else json.dumps(body).encode()
+        connection.request(method, path, body=payload,
+                           headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        raw = response.read()
+    finally:
+        connection.close()
+    try:
+        return response.status, json.loads(raw) if raw else None
+    except ValueError:
+        return response.status, raw.decode(errors="replace")
 
 
 def inspect(kind: str, name: str) -> dict:
