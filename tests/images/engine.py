@@ -37,6 +37,7 @@ from tests.images.dockerd import (
     UNAVAILABLE_ENV,
     EngineCommandError,
     answers,
+    api,
     build_image,
     docker,
     docker_client,
@@ -50,7 +51,7 @@ from tests.images.dockerd import (
 from tests.images.standin import STANDIN_LABEL
 
 __all__ = ["DATA_ROOT", "DOCKER_HOST", "REPO", "SOCKET", "STANDIN_LABEL", "EngineCommandError",
-           "answers", "build_image", "docker", "docker_client", "engine_env", "engine_session",
+           "answers", "api", "build_image", "docker", "docker_client", "engine_env", "engine_session",
            "ensure_engine", "inspect", "standin_python_base", "start", "stop"]
 
 
