@@ -70,15 +70,15 @@ def debian_mirror(sources: Path = Path("/etc/apt")) -> str:
     """The mirror apt uses for SUITE (deb822 .sources or one-line .list), else deb.debian.org."""
     for path in sorted(sources.glob("sources.list.d/*.sources")):
         for stanza in path.read_text().split("\n\n"):
-            fields = dict(line.split(":", 1) for line in stanza.splitlines()
-                          if ":" in line and not line.startswith(("#", " ")))
-            fields = {k.strip(): v.split() for k, v in fields.items()}
+            raw = dict(line.split(":", 1) for line in stanza.splitlines()
+                       if ":" in line and not line.startswith(("#", " ")))
+            fields = {key.strip(): value.split() for key, value in raw.items()}
             if SUITE in fields.get("Suites", []) and "deb" in fields.get("Types", []):
                 return fields["URIs"][0].rstrip("/")
     for path in [sources / "sources.list", *sorted(sources.glob("sources.list.d/*.list"))]:
         lines = path.read_text().splitlines() if path.is_file() else []
         for line in lines:
-            words = [w for w in re.sub(r"\[[^]]*\]", "", line).split()]
+            words = re.sub(r"\[[^]]*\]", "", line).split()  # without [arch=...] options
             if len(words) >= 3 and words[0] == "deb" and words[2] == SUITE:
                 return words[1].rstrip("/")
     return DEFAULT_MIRROR
