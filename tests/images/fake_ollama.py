@@ -31,12 +31,10 @@ FAKE_OLLAMA_SERVE_FAIL=1 makes `serve` exit 1.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import ipaddress
 import json
 import os
-import signal
 import sys
 import time
 import urllib.error
@@ -138,6 +136,9 @@ def serve() -> int:
     except OSError as exc:
         print(f"Error: could not create directory {exc}", file=sys.stderr)
         return 1
+    import asyncio  # here: the other subcommands are health check probes, run every interval
+    import signal
+
     sys.path.insert(0, str(REPO))
     from aiohttp import web
 

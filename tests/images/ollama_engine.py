@@ -32,8 +32,8 @@ from tests.images.common import OLLAMA_DOCKERFILE
 
 NANOSECONDS = 1_000_000_000
 # The task's check interval is 30 s or more (stacks/model_load.py); Docker runs the first probe
-# one interval after start (moby@v20.10.24 daemon/health.go, monitor), so the engine tests probe
-# every second. Command, timeout, retries and start period stay the task's.
+# one interval after start (moby/moby@5d6db842, v20.10.24, daemon/health.go monitor), so the
+# engine tests probe every second. Command, timeout, retries and start period stay the task's.
 TEST_CHECK_INTERVAL_SECONDS = 1
 
 
@@ -77,8 +77,8 @@ def start_task_container(name: str, container: dict[str, Any], image: str, host_
     (--network none: the engine has no bridge; the task's awsvpc namespace has its ENI)."""
     applied = {k: v for k, v in container.items() if k not in NOT_APPLIED_HERE}
     binds = taskdef.exec_binds(host_dir, container=container["Name"]) if ecs_exec else []
-    body = taskdef.create_request(applied, image, {}, network_container="unused", binds=binds)
-    body["HostConfig"]["NetworkMode"] = "none"
+    body = taskdef.create_request(applied, image, {}, network_container="", binds=binds)
+    body["HostConfig"]["NetworkMode"] = "none"  # it owns the namespace, joins none
     body["Healthcheck"]["Interval"] = TEST_CHECK_INTERVAL_SECONDS * NANOSECONDS
     body["Env"] += [f"{k}={v}" for k, v in (extra_env or {}).items()]
     container_id = taskdef.create(name, body)
@@ -94,16 +94,33 @@ def timestamp(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", text.replace("Z", "+00:00")))
 
 
+def container_state(name: str) -> dict[str, Any]:
+    """The container's State, from the Engine API (cheaper than a `docker inspect` process)."""
+    status, answer = engine.api("GET", f"/containers/{name}/json")
+    assert status == 200, f"{name}: {answer}"
+    return answer["State"]
+
+
+def wait_exit(name: str, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = container_state(name)
+        if not state["Running"]:
+            return state["ExitCode"]
+        time.sleep(0.3)
+    raise AssertionError(f"{name} still running after {timeout:.0f} s")
+
+
 def watch_health(name: str, timeout: float, until: Callable[[str], bool] = "healthy".__eq__
                  ) -> tuple[str, list[dict[str, Any]]]:
-    """Poll the container's health until `until(status)` or it stops; every probe seen (Docker
-    keeps the last five only, moby@v20.10.24 daemon/health.go maxLogEntries, so it is read every
-    0.3 s while the probes run every second)."""
+    """Poll the container's health until `until(status)` or it stops; every probe seen. Docker
+    keeps the last five only (moby/moby@5d6db842 daemon/health.go maxLogEntries), so the log is
+    read every 0.3 s while the probes run every second."""
     probes: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + timeout
     status = ""
     while time.monotonic() < deadline:
-        state = engine.inspect("container", name)["State"]
+        state = container_state(name)
         health = state.get("Health") or {}
         status = health.get("Status", "")
         for probe in health.get("Log") or []:
