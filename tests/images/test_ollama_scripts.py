@@ -4,8 +4,9 @@ There is no Ollama binary here, so `ollama` is tests/images/fake_ollama.py (NOT 
 answers the subcommands the scripts call, its `serve` is the protocol double). What runs for
 real is the scripts themselves under /bin/sh (dash, as in the Ubuntu-based ollama/ollama
 image), with the image's environment: start-up, waiting, loading, the health check command,
-signal forwarding, exit statuses and the build step's clean-up. Whether real Ollama loads a
-real model is for the engine tests (test_engine.py).
+signal forwarding, exit statuses and the build step's clean-up. The same scripts run inside the
+image on the private engine in test_engine_ollama.py, with the same stand-in: no test here runs
+real Ollama or a real model.
 """
 
 from __future__ import annotations
