@@ -14,6 +14,7 @@ from tests.images import engine, standin
 from tests.images.common import APP_DOCKERFILE
 
 RUN_TAG = uuid.uuid4().hex[:10]
+ENGINE_TEST_TIMEOUT = 1200  # seconds, at least, for every engine test
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +50,14 @@ _REPORTS: dict[str, dict[str, Any]] = {}
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # By marker: `"engine" in report.keywords` also matches a checkout directory named engine.
-    _ENGINE_TESTS.update(item.nodeid for item in items if item.get_closest_marker("engine"))
+    engine_items = [item for item in items if item.get_closest_marker("engine")]
+    _ENGINE_TESTS.update(item.nodeid for item in engine_items)
+    # The first engine test of a session pays for the session fixtures (a cold stand-in base:
+    # debootstrap, minutes on a busy machine) inside its own timeout: give each enough.
+    for item in engine_items:
+        marker = item.get_closest_marker("timeout")
+        if marker is None or (marker.args and marker.args[0] < ENGINE_TEST_TIMEOUT):
+            item.add_marker(pytest.mark.timeout(ENGINE_TEST_TIMEOUT), append=False)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

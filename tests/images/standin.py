@@ -23,12 +23,14 @@ machine reuses it; the imported image is looked up by the key's label on the eng
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -109,15 +111,41 @@ def description() -> str:
 
 
 def _run(command: list[str], what: str, timeout: float) -> None:
+    """Run command in its own process group; whatever interrupts it (a timeout, a test's
+    timeout, Ctrl-C) kills the whole group, so no dpkg is left writing into the root."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                                check=False)
-    except subprocess.TimeoutExpired as error:
-        raise dockerd.EngineCommandError(f"{what}: no result within {timeout:.0f} s") from error
-    if result.returncode != 0:
+        output, _ = process.communicate(timeout=timeout)
+    except BaseException as error:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        if isinstance(error, subprocess.TimeoutExpired):
+            raise dockerd.EngineCommandError(f"{what}: no result within {timeout:.0f} s") from error
+        raise
+    if process.returncode != 0:
         raise dockerd.EngineCommandError(
-            f"{what} failed ({' '.join(command[:3])} ... exited {result.returncode}):\n"
-            f"{dockerd._tail(result.stdout + result.stderr)}")
+            f"{what} failed ({' '.join(command[:3])} ... exited {process.returncode}):\n"
+            f"{dockerd._tail(output)}")
+
+
+def _mounts_under(path: Path) -> list[str]:
+    points = [line.split()[1].replace("\\040", " ")
+              for line in Path("/proc/self/mounts").read_text().splitlines()]
+    return [p for p in points if p == str(path) or p.startswith(f"{path}/")]
+
+
+def _remove_scratch(path: Path) -> None:
+    """Unmount what debootstrap left mounted in the root (proc, sys when it was killed), then
+    delete it; refuse to delete while anything is still mounted there."""
+    for point in sorted(_mounts_under(path), key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
+    left = _mounts_under(path)
+    if left:
+        raise dockerd.EngineCommandError(f"{path}: still mounted {left}; not deleted. Unmount "
+                                         "them (umount --lazy) and delete it by hand")
+    shutil.rmtree(path)
 
 
 def build_rootfs_tarball(destination: Path) -> None:
@@ -125,8 +153,9 @@ def build_rootfs_tarball(destination: Path) -> None:
     if shutil.which("debootstrap") is None:
         raise dockerd.EngineCommandError(
             "no debootstrap: apt-get install -y --no-install-recommends debootstrap (.ci/run does)")
-    with tempfile.TemporaryDirectory(dir=destination.parent, prefix="rootfs-") as scratch:
-        root = Path(scratch) / "root"
+    scratch = Path(tempfile.mkdtemp(dir=destination.parent, prefix="rootfs-"))
+    try:
+        root = scratch / "root"
         keyring = ["--keyring", str(DEBIAN_KEYRING)] if DEBIAN_KEYRING.exists() else []
         _run(["debootstrap", f"--variant={VARIANT}", f"--include={','.join(PACKAGES)}",
               *keyring, SUITE, str(root), debian_mirror()], "debootstrap of the stand-in base",
@@ -143,6 +172,8 @@ def build_rootfs_tarball(destination: Path) -> None:
               "--exclude=./sys/*", "-C", str(root), "-cf", str(partial), "."],
              "tar of the stand-in root filesystem", timeout=300)
         partial.rename(destination)
+    finally:
+        _remove_scratch(scratch)
 
 
 def python_base() -> str:

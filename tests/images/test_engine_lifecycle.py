@@ -3,6 +3,7 @@ daemon's flags, the client's environment, the loud line, the stand-in's name, mi
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +116,23 @@ def test_the_cache_key_follows_the_ca_bundle(monkeypatch, tmp_path):
     bundle.write_bytes(standin.HOST_CA_BUNDLE.read_bytes() + b"\n")
     monkeypatch.setattr(standin, "HOST_CA_BUNDLE", bundle)
     assert standin.cache_key() != before
+
+
+def test_an_interrupted_build_step_leaves_no_process_of_its_group(tmp_path):
+    pidfile = tmp_path / "child.pid"
+    with pytest.raises(engine.EngineCommandError, match="no result within 1 s"):
+        standin._run(["sh", "-c", f"sleep 60 & echo $! > {pidfile}; wait"], "a step", timeout=1)
+    child = int(pidfile.read_text())
+    state = Path(f"/proc/{child}/stat")
+    assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_the_scratch_root_is_unmounted_before_it_is_deleted(tmp_path):
+    scratch = tmp_path / "rootfs-x"
+    mounted = scratch / "root" / "proc"
+    mounted.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mounted)], check=True)
+    (mounted / "inside").write_text("x")  # what a leftover mount would expose to rmtree
+    standin._remove_scratch(scratch)
+    assert not scratch.exists() and standin._mounts_under(tmp_path) == []
