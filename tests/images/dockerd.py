@@ -102,8 +102,10 @@ def engine_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     link = CLIENT_BIN / "docker"
     client = docker_client()
     if not link.is_symlink() or os.readlink(link) != client:
-        link.unlink(missing_ok=True)
-        link.symlink_to(client)
+        staged = CLIENT_BIN / f".docker-{os.getpid()}"  # renamed into place: sessions race here
+        staged.unlink(missing_ok=True)
+        staged.symlink_to(client)
+        staged.replace(link)
     env.update({"DOCKER_HOST": DOCKER_HOST, "DOCKER_CONFIG": str(CLIENT_CONFIG),
                 "DOCKER_BUILDKIT": "1", "COMPOSE_DOCKER_CLI_BUILD": "1", "LC_ALL": "C",
                 "PATH": f"{CLIENT_BIN}{os.pathsep}{env.get('PATH', os.defpath)}"})
