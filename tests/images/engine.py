@@ -34,6 +34,8 @@ from tests.images.dockerd import (
     DOCKER_HOST,
     REPO,
     SOCKET,
+    STATE_DIR,
+    STOP_TIMEOUT,
     UNAVAILABLE_ENV,
     EngineCommandError,
     answers,
@@ -66,31 +68,56 @@ def loud(message: str) -> None:
     print(f"\n{bar}\n!!! {message}\n{bar}\n", file=sys.stderr, flush=True)
 
 
+def prepare_in_background() -> subprocess.Popen[bytes]:
+    """Build the stand-in base while the tests that need no engine run (debootstrap is mostly
+    download and dpkg); the engine tests' fixture waits for it on the same lock."""
+    log = STATE_DIR / "prepare.log"
+    with log.open("wb") as output:
+        return subprocess.Popen([sys.executable, "-m", "tests.images.engine", "prepare"],
+                                stdin=subprocess.DEVNULL, stdout=output,
+                                stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+
+
+def _end_preparation(preparation: subprocess.Popen[bytes] | None) -> None:
+    if preparation is None or preparation.poll() is not None:
+        return
+    preparation.terminate()  # `prepare` turns SIGTERM into SystemExit: its build cleans up
+    try:
+        preparation.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        preparation.kill()
+        preparation.wait()
+
+
 def run(command: list[str]) -> int:
     """Run command with the engine up; stop the engine afterwards if this call started it."""
     with engine_session() as (ok, why):
         env = dict(os.environ)
+        preparation = prepare_in_background() if ok else None
         if not ok:
             env[UNAVAILABLE_ENV] = why
             loud(f"ENGINE TESTS WILL SKIP: the private Docker engine did not start: {why}")
-        child = subprocess.Popen(command, env=env)
-
-        def forward(signum: int, _frame: object) -> None:
-            child.send_signal(signum)
-
-        previous = signal.signal(signal.SIGTERM, forward)
         try:
-            while True:
-                try:
-                    code = child.wait()
-                    break
-                except KeyboardInterrupt:  # the child got the same SIGINT; wait for it
-                    continue
+            return _wait_for(subprocess.Popen(command, env=env), ok, why)
         finally:
-            signal.signal(signal.SIGTERM, previous)
-        if not ok:
-            loud(f"ENGINE TESTS SKIPPED: the private Docker engine did not start: {why}")
-        return code
+            _end_preparation(preparation)
+
+
+def _wait_for(child: subprocess.Popen[bytes], ok: bool, why: str) -> int:
+    """The child's exit status; SIGTERM is passed on to it, Ctrl-C (which it got too) waited out."""
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
+    try:
+        while True:
+            try:
+                code = child.wait()
+                break
+            except KeyboardInterrupt:
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not ok:
+        loud(f"ENGINE TESTS SKIPPED: the private Docker engine did not start: {why}")
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,9 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         up = answers()
         print(f"engine: {'up' if up else 'down'} ({DOCKER_HOST}, data root {DATA_ROOT})")
         return 0 if up else 3
+    if verb == "prepare":
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+        print(f"stand-in base: {standin_python_base()} ({standin.description()})", flush=True)
+        return 0
     if verb == "run" and argv[1:2] == ["--"] and argv[2:]:
         return run(argv[2:])
-    print("usage: python -m tests.images.engine start|stop|status|run -- COMMAND...",
+    print("usage: python -m tests.images.engine start|stop|status|prepare|run -- COMMAND...",
           file=sys.stderr)
     return 2
 
