@@ -57,10 +57,13 @@ $(CHECKOV_STAMP): security/requirements-checkov.txt | $(STAMP)
 security: $(STAMP) $(CHECKOV_STAMP)
 	$(PY) -m tools.security_gate
 
+# pytest runs under tests/images/engine.py: it starts the project's own Docker engine (a private
+# socket under .cache/engine, never /var/run/docker.sock) when none answers and stops it at the
+# end, also on failure; where it cannot start, the engine tests skip and it says so loudly.
 test: $(STAMP) security
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest
+	$(PY) -m tests.images.engine run -- $(PY) -m pytest
 
 rollout-check: $(STAMP)
 	$(PY) -m tools.rollout

@@ -14,7 +14,6 @@ import re
 import shlex
 import shutil
 import socket
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import yaml
 
 from tests.cfn import REPO
+from tests.images import dockerd
 
 BIN = Path(sys.executable).parent
 APP_DOCKERFILE = REPO / "app" / "Dockerfile"
@@ -362,15 +362,6 @@ def port_answers(port: int) -> bool:
 
 
 def docker_engine_available() -> tuple[bool, str]:
-    """A Docker engine, detected with `docker info` (the client alone is not an engine)."""
-    docker = shutil.which("docker")
-    if docker is None:
-        return False, "no docker client"
-    try:
-        result = subprocess.run([docker, "info"], capture_output=True, text=True, timeout=30,
-                                env={**os.environ, "LC_ALL": "C"})
-    except subprocess.TimeoutExpired:
-        return False, "`docker info` timed out"
-    if result.returncode != 0:
-        return False, "`docker info` failed: " + (result.stderr.strip().splitlines() or [""])[-1]
-    return True, ""
+    """The project's private engine answers on its own socket (tests/images/engine.py); the
+    machine's Docker (/var/run/docker.sock, a context) does not count and is never asked."""
+    return dockerd.ensure_engine(start_if_needed=False)

@@ -4,8 +4,9 @@ There is no Ollama binary here, so `ollama` is tests/images/fake_ollama.py (NOT 
 answers the subcommands the scripts call, its `serve` is the protocol double). What runs for
 real is the scripts themselves under /bin/sh (dash, as in the Ubuntu-based ollama/ollama
 image), with the image's environment: start-up, waiting, loading, the health check command,
-signal forwarding, exit statuses and the build step's clean-up. Whether real Ollama loads a
-real model is for the engine tests (test_engine.py).
+signal forwarding, exit statuses and the build step's clean-up. The same scripts run inside the
+image on the private engine in test_engine_ollama.py, with the same stand-in: no test here runs
+real Ollama or a real model.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tests.images.common import (
     port_answers,
     task_containers,
 )
+from tests.images.fake_ollama import bake
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +68,7 @@ def env(tmp_path: Path, fake_bin: Path) -> dict[str, str]:
     home.mkdir()
     values["HOME"] = str(home)
     values["OLLAMA_MODELS"] = str(tmp_path / "models")
+    bake(MODEL, Path(values["OLLAMA_MODELS"]))  # what the image's build step leaves
     values["PATH"] = f"{fake_bin}:/usr/local/bin:/usr/bin:/bin"
     values["OLLAMA_START_TIMEOUT_SECONDS"] = "20"
     return values
@@ -184,6 +187,14 @@ def test_a_model_that_cannot_load_stops_the_container(env, start):
     assert not port_answers(port_of(env)), "serve was stopped, not left running unhealthy"
 
 
+def test_a_model_missing_from_the_models_directory_cannot_load(env, start, tmp_path):
+    env["OLLAMA_MODELS"] = str(tmp_path / "empty-models")  # nothing baked
+    running = start([str(ENTRYPOINT)], env)
+    assert running.wait(timeout=30) == 1, running.output()
+    assert f"could not load {MODEL}" in running.output()
+    assert "is not in $OLLAMA_MODELS" in running.output()
+
+
 def test_a_server_that_cannot_start_ends_the_entrypoint(env, start):
     env["FAKE_OLLAMA_SERVE_FAIL"] = "1"
     running = start([str(ENTRYPOINT)], env)
@@ -211,6 +222,7 @@ def test_entrypoint_passes_other_commands_to_the_cli(env, start):
 def build_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     values = dict(env)
     values["OLLAMA_BUILD_HOST"] = values.pop("OLLAMA_HOST")
+    values["OLLAMA_MODELS"] = str(tmp_path / "build-models")  # empty: the step bakes it
     scratch = tmp_path / "tmpdir"
     scratch.mkdir()
     values["TMPDIR"] = str(scratch)

@@ -16,6 +16,15 @@ MOBY_COMMIT = "b985e2313a8676e18072b442911fc8f64f17d440"  # moby/moby
 # certificate read-only under ContainerDepsDirPrefix + <uuid>).
 EXEC_LOG_DIR = "/var/log/amazon/ssm"  # ContainerLogDir
 EXEC_DEPS_DIR_PREFIX = "/ecs-execute-command-"  # ContainerDepsDirPrefix (+ a fresh UUID)
+# What addRequiredBindMounts binds read-only under ContainerDepsDirPrefix + <uuid>: the three SSM
+# agent binaries (SSMAgentBinName, SSMAgentWorkerBinName, SessionWorkerBinName), its config
+# (ContainerConfigFileSuffix = "configuration/" + containerConfigFileName), its log config
+# (ContainerLogConfigFile = "configuration/" + ExecAgentLogConfigFileName) and the TLS CA bundle
+# (ContainerCertFileSuffix); agent/engine/execcmd/manager_init_task.go and
+# manager_init_task_linux.go at aws/amazon-ecs-agent@8dfceca6. ContainerLogDir is bound read-write.
+EXEC_DEPS_FILES = ("amazon-ssm-agent", "ssm-agent-worker", "ssm-session-worker",
+                   "configuration/amazon-ssm-agent.json", "configuration/seelog.xml",
+                   "certs/amazon-ssm-agent.crt")
 
 # Docker refuses a container whose bind destination is also a tmpfs destination (or a second
 # bind): "Duplicate mount point: <dest>" (moby/moby@b985e231 daemon/volumes.go,
