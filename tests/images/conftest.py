@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.images import engine, standin
+from tests.images import engine, standin, standin_ollama
 from tests.images.common import APP_DOCKERFILE
 
 RUN_TAG = uuid.uuid4().hex[:10]
@@ -89,6 +89,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         write(f"base image: {standin.description()}")
         write("Ollama upstream of the gateway image tests: the protocol double "
               "tests/ollama_double.py (a stand-in, no model runs)")
+        write(f"Ollama image base: {standin_ollama.description()}")
     reasons = sorted({e["why"] for e in _REPORTS.values() if e["outcome"] == "skipped"})
     for reason in reasons:
         write(f"!!! ENGINE TESTS SKIPPED: {reason}", red=True, bold=True)
