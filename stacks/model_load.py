@@ -50,9 +50,12 @@ from dataclasses import dataclass
 START_PERIOD_MAX = 300
 INTERVAL_MIN, INTERVAL_MAX = 5, 300
 RETRIES_MIN, RETRIES_MAX = 1, 10
-# Our choices: check every 30 s at least (cheap: `ollama ps`), never give up after fewer than 3
-# failures (one slow check must not restart a serving task), 10 s per check.
-BASE_INTERVAL = 30
+# Our choices: check as often as the bounds and rule 1 allow (`ollama ps` is one local HTTP
+# call): Docker runs the first check one interval after the start, so the first that sees the
+# loaded model comes up to one interval after the load, and a wake waits for it
+# (stacks/wake.py). Never give up after fewer than 3 failures (one slow check must not restart
+# a serving task); 10 s per check.
+BASE_INTERVAL = INTERVAL_MIN
 FEWEST_RETRIES = 3
 CHECK_TIMEOUT = 10
 

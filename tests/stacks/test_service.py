@@ -347,7 +347,12 @@ def test_no_alarm_topic_or_dashboard_here_only_scaling():
     template = service_template()
     kinds = {r["Type"] for r in resources(template).values()}
     assert not kinds & {"AWS::SNS::Topic", "AWS::CloudWatch::Dashboard", "AWS::Events::Rule"}
-    policies = resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    # ...and, for the wake, the cluster layer's step policy on the GPU group (wired by root).
+    policies = set(resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy"))
+    policies.add(names.INSTANCE_WAKE_POLICY_ARN)
     for alarm in resources(template, "AWS::CloudWatch::Alarm").values():
-        (action,) = props(alarm)["AlarmActions"]
-        assert action["Ref"] in policies and "OKActions" not in props(alarm)
+        actions = [action["Ref"] for action in props(alarm)["AlarmActions"]]
+        assert set(actions) <= policies and "OKActions" not in props(alarm)
+    wiring = generated()["root.json"]["Resources"]["Service"]["Properties"]["Parameters"]
+    assert wiring[names.INSTANCE_WAKE_POLICY_ARN] == {
+        "Fn::GetAtt": ["Cluster", f"Outputs.{names.INSTANCE_WAKE_POLICY_ARN}"]}
