@@ -28,7 +28,6 @@ from stacks import wake as wake_budget
 from stacks.base import NAMING, Layer, add_output
 from stacks.gpu import DEFAULT_INSTANCE_TYPE, GPUS_PER_INSTANCE, spot_alternatives
 from stacks.parameters import Param, boolean, number, string
-from stacks.scaling import SCALE_TO_ZERO_PARAM
 
 GPU_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
 ROOT_DEVICE = "/dev/xvda"  # root device of the Amazon Linux 2023 ECS AMIs
@@ -92,7 +91,6 @@ class ClusterLayer(Layer):
             boolean(SPOT, "Run the GPU instances on Spot (dev): InstanceType and one type of the "
                     "same family and GPU count, capacity-optimized, no On-Demand fallback; not "
                     "with the warm pool (docs/infrastructure.md, Spot)", "false"),
-            SCALE_TO_ZERO_PARAM,
             string(names.GATEWAY_IMAGE_URI, "Gateway image URI (the warm-up pulls it)"),
             string(names.OLLAMA_IMAGE_URI, "Ollama image URI (the warm-up pulls it)"),
             string(names.GATEWAY_REPOSITORY_ARN, "Gateway ECR repository ARN"),
@@ -136,7 +134,7 @@ class ClusterLayer(Layer):
         target, warm_min, step = p[CAPACITY_TARGET], p[WARM_POOL_MIN], p[CAPACITY_STEP]
         t.add_condition("WarmPoolOn", Equals(Ref(WARM_POOL), "true"))
         t.add_condition("SpotOn", Equals(Ref(SPOT), "true"))
-        t.add_condition("ScaleToZeroOn", Equals(Ref(SCALE_TO_ZERO_PARAM.name), "true"))
+
         # Every allowed type has a row, so the FindInMap in the Spot branch resolves whatever
         # InstanceType is; a type without an alternative maps to itself, and the root Rule
         # SpotNeedsAnAlternativeType refuses Spot for it.
@@ -156,14 +154,12 @@ class ClusterLayer(Layer):
             "InstanceRole",
             AssumeRolePolicyDocument=policies.ec2_trust(),
             ManagedPolicyArns=policies.INSTANCE_MANAGED_POLICIES,
-            Policies=[
-                iam.Policy(PolicyName="ecs-agent", PolicyDocument=policies.ecs_agent_policy(
-                    cluster_arn=GetAtt(cluster, "Arn"), cluster_name=Ref(cluster))),
-                If("SpotOn", iam.Policy(PolicyName="ecs-agent-spot-draining",
-                                        PolicyDocument=policies.spot_draining_policy(Ref(cluster))),
-                   NoValue),
-            ],
+            Policies=[iam.Policy(PolicyName="ecs-agent", PolicyDocument=policies.ecs_agent_policy(
+                cluster_arn=GetAtt(cluster, "Arn"), cluster_name=Ref(cluster)))],
         ))
+        t.add_resource(iam.PolicyType(
+            "SpotDrainingPolicy", Condition="SpotOn", PolicyName="ecs-agent-spot-draining",
+            Roles=[Ref(role)], PolicyDocument=policies.spot_draining_policy(Ref(cluster))))
         profile = t.add_resource(iam.InstanceProfile("InstanceProfile", Roles=[Ref(role)]))
 
         template = t.add_resource(ec2.LaunchTemplate(
@@ -214,7 +210,6 @@ class ClusterLayer(Layer):
         ))
 
         boot.add_warm_pool(t, group_, role, warm_min)
-        wake = self._instance_wake(t, group_)
 
         provider = t.add_resource(ecs.CapacityProvider(
             "CapacityProvider",
@@ -250,37 +245,7 @@ class ClusterLayer(Layer):
         add_output(t, names.CAPACITY_PROVIDER_NAME, Ref(provider),
                    "Capacity provider of the GPU Auto Scaling group")
         add_output(t, names.AUTO_SCALING_GROUP_NAME, Ref(group_), "GPU Auto Scaling group name")
-        add_output(t, names.INSTANCE_WAKE_POLICY_ARN, If("ScaleToZeroOn", Ref(wake), ""),
-                   "Step policy that sets the GPU group to 1 instance (empty: ScaleToZero off)")
         return t
-
-    @staticmethod
-    def _instance_wake(t, group):
-        """The wake alarm's second action (stacks/scaling.py): exactly 1 instance in the group.
-
-        ECS advises against it: "Don't change or manage the desired capacity for the Auto Scaling
-        group that's associated with a capacity provider with any scaling policies other than
-        the one Amazon ECS manages" (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/cluster-auto-scaling.html).
-        This one stays out of managed scaling's way: it exists only with scale-to-zero, its
-        alarm breaches only while the service runs no task and an authenticated request waits,
-        and 1 instance is what managed scaling itself settles on for the one waking task (one
-        GPU per task). Where the two disagree, nothing is cut: new instances are protected from
-        scale-in (NewInstancesProtectedFromScaleIn, and managed termination protection keeps
-        instances with tasks protected), and "if all instances in an Auto Scaling group are
-        protected from scale in, and a scale-in event occurs, its desired capacity is
-        decremented. However, the Auto Scaling group can't terminate the required number of
-        instances" (https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-instance-protection.html);
-        AsgMinSize still bounds it. Once a task runs the alarm is OK and managed scaling alone
-        sizes the group. One step from the threshold up (bounds relative to the threshold,
-        https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_StepAdjustment.html).
-        """
-        return t.add_resource(autoscaling.ScalingPolicy(
-            "InstanceWakeScaling", Condition="ScaleToZeroOn",
-            AutoScalingGroupName=Ref(group), PolicyType="StepScaling",
-            AdjustmentType="ExactCapacity",
-            StepAdjustments=[autoscaling.StepAdjustments(MetricIntervalLowerBound=0,
-                                                         ScalingAdjustment=1)],
-        ))
 
     @staticmethod
     def _spot_policy(launch, instance_type) -> autoscaling.MixedInstancesPolicy:

@@ -47,7 +47,6 @@ CLUSTER_NAME = "ClusterName"
 CLUSTER_ARN = "ClusterArn"
 CAPACITY_PROVIDER_NAME = "CapacityProviderName"
 AUTO_SCALING_GROUP_NAME = "AutoScalingGroupName"
-INSTANCE_WAKE_POLICY_ARN = "InstanceWakePolicyArn"  # the wake alarm's action on the GPU group
 
 # service -> root outputs, deploy
 SERVICE_NAME = "ServiceName"

@@ -6,7 +6,16 @@ add_autoscaling); its own module so the scaling rules read in one place.
 
 from __future__ import annotations
 
-from troposphere import GetAtt, If, NoValue, Ref, Sub, applicationautoscaling, cloudwatch
+from troposphere import (
+    GetAtt,
+    If,
+    NoValue,
+    Ref,
+    Sub,
+    applicationautoscaling,
+    autoscaling,
+    cloudwatch,
+)
 
 from app.contract import IN_FLIGHT_REQUESTS, METRIC_NAMESPACE
 from stacks import names
@@ -21,8 +30,7 @@ SCHEDULE_TIMEZONE = "ScheduleTimezone"
 SCALE_TO_ZERO = "ScaleToZero"
 IDLE_MINUTES = "IdleMinutes"
 
-# Declared once: the service (policies, alarms), cluster (the wake's instance policy) and
-# monitoring layers read it.
+# Declared once: the service (policies, alarms) and monitoring layers read it.
 SCALE_TO_ZERO_PARAM = boolean(
     SCALE_TO_ZERO, "Go to 0 tasks after IdleMinutes without an authenticated request and wake "
     "on the next one (it gets the load balancer's 503 until a task is ready; "
@@ -141,10 +149,39 @@ def _stat(metric_id, namespace, name, dimensions, stat="Sum"):
             Period=60, Stat=stat))
 
 
+def _instance_wake(t):
+    """The wake alarm's second action: exactly 1 instance in the GPU group (cluster layer).
+
+    ECS advises against it: "Don't change or manage the desired capacity for the Auto Scaling
+    group that's associated with a capacity provider with any scaling policies other than the
+    one Amazon ECS manages" (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/cluster-auto-scaling.html).
+    This one stays out of managed scaling's way: it exists only with scale-to-zero, its alarm
+    breaches only while the service runs no task and an authenticated request waits, and 1
+    instance is what managed scaling itself settles on for the one waking task (one GPU per
+    task). Where the two disagree, nothing is cut: new instances are protected from scale-in
+    (NewInstancesProtectedFromScaleIn; managed termination protection keeps instances with
+    tasks protected), and "if all instances in an Auto Scaling group are protected from scale
+    in, and a scale-in event occurs, its desired capacity is decremented. However, the Auto
+    Scaling group can't terminate the required number of instances"
+    (https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-instance-protection.html);
+    AsgMinSize still bounds it. Once a task runs the alarm is OK and managed scaling alone sizes
+    the group. One step from the threshold up (bounds relative to the threshold,
+    https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_StepAdjustment.html).
+    """
+    return t.add_resource(autoscaling.ScalingPolicy(
+        "InstanceWakeScaling", Condition="ScaleToZeroOn",
+        AutoScalingGroupName=Ref(names.AUTO_SCALING_GROUP_NAME), PolicyType="StepScaling",
+        AdjustmentType="ExactCapacity",
+        StepAdjustments=[autoscaling.StepAdjustments(MetricIntervalLowerBound=0,
+                                                     ScalingAdjustment=1)],
+    ))
+
+
 def _scale_to_zero(t, target, service_dimensions) -> None:
     """Idle -> 0 tasks and an authenticated request at 0 tasks -> 1 task (and 1 instance)."""
     idle = _step(t, target, "IdleScaling", 0, "below")
     wake = _step(t, target, "WakeScaling", 1, "above")
+    instance = _instance_wake(t)
     alb = [cloudwatch.MetricDimension(Name="LoadBalancer",
                                       Value=Ref(names.LOAD_BALANCER_FULL_NAME))]
     group = alb + [cloudwatch.MetricDimension(Name="TargetGroup",
@@ -193,8 +230,8 @@ def _scale_to_zero(t, target, service_dimensions) -> None:
     # in ALARM after the wake and re-set exactly 1 task every minute, cutting a service that
     # target tracking had raised. Gated on RunningTaskCount it reads 0 as soon as a task runs.
     # FILL: a minute without 503s or without a Container Insights datapoint counts 0.
-    # The same alarm sets the GPU group to 1 instance (stacks/cluster.py, InstanceWakeScaling),
-    # so the instance starts now, not after managed scaling's own CloudWatch cycle.
+    # The same alarm sets the GPU group to 1 instance (InstanceWakeScaling), so the instance
+    # starts now, not after managed scaling's own CloudWatch cycle.
     t.add_resource(cloudwatch.Alarm(
         "WakeAlarm", Condition="ScaleToZeroOn",
         AlarmDescription="An authenticated request got the load balancer's 503 while the "
@@ -205,5 +242,5 @@ def _scale_to_zero(t, target, service_dimensions) -> None:
         EvaluationPeriods=1, DatapointsToAlarm=1,
         Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold",
         TreatMissingData="notBreaching",
-        AlarmActions=[Ref(wake), Ref(names.INSTANCE_WAKE_POLICY_ARN)],
+        AlarmActions=[Ref(wake), Ref(instance)],
     ))

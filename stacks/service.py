@@ -107,8 +107,8 @@ class ServiceLayer(Layer):
         wired = tuple(string(name, description) for name, description in (
             (names.CLUSTER_NAME, "ECS cluster name"),
             (names.CAPACITY_PROVIDER_NAME, "Capacity provider of the GPU instances"),
-            (names.INSTANCE_WAKE_POLICY_ARN, "Step policy that sets the GPU group to 1 "
-             "instance (the wake alarm's second action; empty with ScaleToZero off)"),
+            (names.AUTO_SCALING_GROUP_NAME, "GPU Auto Scaling group (the wake sets it to 1 "
+             "instance)"),
         )) + (
             Param(names.PRIVATE_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>", "Private subnets"),
             Param(names.TASK_SECURITY_GROUP_ID, "AWS::EC2::SecurityGroup::Id",

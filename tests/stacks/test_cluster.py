@@ -10,7 +10,7 @@ from functools import cache
 import pytest
 
 from app.contract import TIMEOUTS
-from stacks import boot, names
+from stacks import boot
 from stacks.cluster import GPU_AMI_PARAMETER
 from stacks.gpu import GPUS_PER_INSTANCE, spot_alternatives
 from tests.cfn import generated, props, rendered, resources, walk
@@ -157,19 +157,6 @@ def test_warm_pool_waits_for_its_launch_hook_and_the_hook_for_the_policy():
     assert generated_["WarmPool"]["DependsOn"] == ["WarmUpHook"]
     assert generated_["WarmUpHook"]["DependsOn"] == ["WarmUpPolicy"]
     assert props(generated_["WarmUpPolicy"])["Roles"] == [{"Ref": "InstanceRole"}]
-
-
-def test_the_wake_alarm_also_sets_the_group_to_one_instance():
-    policy = props(rendered("dev")["cluster.json"]["Resources"]["InstanceWakeScaling"])
-    assert (policy["PolicyType"], policy["AdjustmentType"]) == ("StepScaling", "ExactCapacity")
-    assert policy["StepAdjustments"] == [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
-    # never below AsgMinSize, and nothing it could cut: new instances are protected from scale-in
-    assert props(rendered("dev")["cluster.json"]["Resources"]["AutoScalingGroup"])[
-        "NewInstancesProtectedFromScaleIn"] is True
-    arn = rendered("dev")["cluster.json"]["Outputs"][names.INSTANCE_WAKE_POLICY_ARN]["Value"]
-    wake = props(rendered("dev")["service.json"]["Resources"]["WakeAlarm"])
-    assert wake["AlarmActions"][1] == arn
-    assert "InstanceWakeScaling" not in rendered("prod")["cluster.json"]["Resources"]
 
 
 def test_asg_protects_new_instances_and_leaves_desired_capacity_alone():

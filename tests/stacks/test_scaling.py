@@ -226,3 +226,20 @@ def test_the_shortest_idle_minutes_allowed_outlast_the_slowest_wake():
     slowest = params.with_defaults("dev") | {"WarmPoolEnabled": "false",
                                              model_load.MODEL_LOAD_SECONDS: str(max(model_load.LOAD_TIERS))}
     assert minimum * 60 > wake.wake_seconds(slowest)
+
+
+def test_the_wake_alarm_also_sets_the_gpu_group_to_one_instance():
+    dev = rendered_templates("dev")
+    policy = props(dev["service.json"]["Resources"]["InstanceWakeScaling"])
+    assert (policy["PolicyType"], policy["AdjustmentType"]) == ("StepScaling", "ExactCapacity")
+    assert policy["StepAdjustments"] == [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
+    assert policy["AutoScalingGroupName"] == dev["cluster.json"]["Outputs"][
+        "AutoScalingGroupName"]["Value"]
+    # nothing it could cut: new instances are protected from scale-in
+    group = props(dev["cluster.json"]["Resources"]["AutoScalingGroup"])
+    assert group["NewInstancesProtectedFromScaleIn"] is True
+    wake_alarm = props(dev["service.json"]["Resources"]["WakeAlarm"])
+    assert props(service_template()["Resources"]["WakeAlarm"])["AlarmActions"] == [
+        {"Ref": "WakeScaling"}, {"Ref": "InstanceWakeScaling"}]
+    assert len(wake_alarm["AlarmActions"]) == 2
+    assert "InstanceWakeScaling" not in rendered("prod")

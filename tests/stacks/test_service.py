@@ -347,12 +347,9 @@ def test_no_alarm_topic_or_dashboard_here_only_scaling():
     template = service_template()
     kinds = {r["Type"] for r in resources(template).values()}
     assert not kinds & {"AWS::SNS::Topic", "AWS::CloudWatch::Dashboard", "AWS::Events::Rule"}
-    # ...and, for the wake, the cluster layer's step policy on the GPU group (wired by root).
+    # ...and, for the wake, a step policy on the GPU group.
     policies = set(resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy"))
-    policies.add(names.INSTANCE_WAKE_POLICY_ARN)
+    policies |= set(resources(template, "AWS::AutoScaling::ScalingPolicy"))
     for alarm in resources(template, "AWS::CloudWatch::Alarm").values():
         actions = [action["Ref"] for action in props(alarm)["AlarmActions"]]
         assert set(actions) <= policies and "OKActions" not in props(alarm)
-    wiring = generated()["root.json"]["Resources"]["Service"]["Properties"]["Parameters"]
-    assert wiring[names.INSTANCE_WAKE_POLICY_ARN] == {
-        "Fn::GetAtt": ["Cluster", f"Outputs.{names.INSTANCE_WAKE_POLICY_ARN}"]}
