@@ -91,6 +91,19 @@ INSTANCE_MANAGED_POLICIES = [
 ]
 
 
+def _allow(sid: str, actions: list, resources: list) -> Statement:
+    return Statement(Sid=sid, Effect=Allow, Action=actions, Resource=resources)
+
+
+def _ecr_pull(repository_arns: list) -> list[Statement]:
+    return [
+        # GetAuthorizationToken has no resource-level permissions: "*" is the only value.
+        _allow("EcrLogin", [ecr.GetAuthorizationToken], ["*"]),
+        _allow("PullTheTwoImages", [ecr.BatchCheckLayerAvailability, ecr.GetDownloadUrlForLayer,
+                                    ecr.BatchGetImage], repository_arns),
+    ]
+
+
 def _container_instances(cluster_name: object) -> Sub:
     return Sub("arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:"
                "container-instance/${Cluster}/*", Cluster=cluster_name)
@@ -109,90 +122,43 @@ def ecs_agent_policy(cluster_arn: object, cluster_name: object) -> PolicyDocumen
     - ec2:DescribeTags and ecs:TagResource: only for propagating tags to the container
       instance (ECS_CONTAINER_INSTANCE_PROPAGATE_TAGS_FROM, off); ecs:ListTagsForResource: only
       for the task metadata endpoint's tags, which no container here reads;
-    - ECR pulls and CloudWatch Logs: the task execution role does them (policies below);
-      the warm-up's pull is warm_up_policy().
+    - ECR pulls and CloudWatch Logs: the task execution role does them (below); the
+      warm-up's pull is warm_up_policy().
     Resource types per the Service Authorization Reference
     (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonelasticcontainerservice.html):
     RegisterContainerInstance and Submit* take the cluster; Poll, StartTelemetrySession and
-    UpdateContainerInstancesState a container instance, whose ARN carries the cluster name
-    (container-instance/<cluster>/<id>: the only format since April 2021,
-    https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs-account-settings.html);
-    DiscoverPollEndpoint has no resource type. UpdateContainerInstancesState:
-    spot_draining_policy().
+    UpdateContainerInstancesState (spot_draining_policy) a container instance, whose ARN
+    carries the cluster name (container-instance/<cluster>/<id>: the only format since April
+    2021, https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs-account-settings.html);
+    DiscoverPollEndpoint has no resource type: "*" is the only value.
     """
-    instances = _container_instances(cluster_name)
-    return PolicyDocument(
-        Version=VERSION,
-        Statement=[
-            Statement(
-                Sid="RegisterAndReportToThisCluster",
-                Effect=Allow,
-                Action=[ecs.RegisterContainerInstance, ecs.SubmitTaskStateChange,
-                        ecs.SubmitContainerStateChange, ecs.SubmitAttachmentStateChanges],
-                Resource=[cluster_arn],
-            ),
-            Statement(
-                Sid="AgentSessionsOfThisClustersInstances",
-                Effect=Allow,
-                Action=[ecs.Poll, ecs.StartTelemetrySession],
-                Resource=[instances],
-            ),
-            Statement(
-                Sid="DiscoverAgentEndpoints",
-                Effect=Allow,
-                Action=[ecs.DiscoverPollEndpoint],
-                # DiscoverPollEndpoint has no resource type: "*" is the only value.
-                Resource=["*"],
-            ),
-        ],
-    )
+    return PolicyDocument(Version=VERSION, Statement=[
+        _allow("RegisterAndReportToThisCluster",
+               [ecs.RegisterContainerInstance, ecs.SubmitTaskStateChange,
+                ecs.SubmitContainerStateChange, ecs.SubmitAttachmentStateChanges], [cluster_arn]),
+        _allow("AgentSessionsOfThisClustersInstances", [ecs.Poll, ecs.StartTelemetrySession],
+               [_container_instances(cluster_name)]),
+        _allow("DiscoverAgentEndpoints", [ecs.DiscoverPollEndpoint], ["*"]),
+    ])
 
 
 def spot_draining_policy(cluster_name: object) -> PolicyDocument:
     """Only with Spot: the agent sets its own instance DRAINING on the interruption notice
     (ECS_ENABLE_SPOT_INSTANCE_DRAINING), the one call it makes with UpdateContainerInstancesState
     (managed policy page, "Permissions details")."""
-    return PolicyDocument(Version=VERSION, Statement=[Statement(
-        Sid="SpotDrainingOfThisClustersInstances", Effect=Allow,
-        Action=[ecs.UpdateContainerInstancesState],
-        Resource=[_container_instances(cluster_name)])])
+    return PolicyDocument(Version=VERSION, Statement=[_allow(
+        "SpotDrainingOfThisClustersInstances", [ecs.UpdateContainerInstancesState],
+        [_container_instances(cluster_name)])])
 
 
 def warm_up_policy(repository_arns: list, group_arn: object) -> PolicyDocument:
     """A warm-pool instance entering the pool (stacks/boot.py): pull the two images, then
-    complete its launch hook. Only with the warm pool on."""
-    return PolicyDocument(
-        Version=VERSION,
-        Statement=[
-            Statement(
-                Sid="EcrLogin",
-                Effect=Allow,
-                Action=[ecr.GetAuthorizationToken],
-                # GetAuthorizationToken has no resource-level permissions: "*" is the only value.
-                Resource=["*"],
-            ),
-            Statement(
-                Sid="PullTheTwoImages",
-                Effect=Allow,
-                Action=[ecr.BatchCheckLayerAvailability, ecr.GetDownloadUrlForLayer,
-                        ecr.BatchGetImage],
-                Resource=repository_arns,
-            ),
-            Statement(
-                Sid="FindOwnGroup",
-                Effect=Allow,
-                Action=[autoscaling.DescribeAutoScalingInstances],
-                # DescribeAutoScalingInstances has no resource type: "*" is the only value.
-                Resource=["*"],
-            ),
-            Statement(
-                Sid="CompleteOwnLaunchHook",
-                Effect=Allow,
-                Action=[autoscaling.CompleteLifecycleAction],
-                Resource=[group_arn],
-            ),
-        ],
-    )
+    complete its launch hook. Only with the warm pool on. DescribeAutoScalingInstances has no
+    resource type: "*" is the only value."""
+    return PolicyDocument(Version=VERSION, Statement=_ecr_pull(repository_arns) + [
+        _allow("FindOwnGroup", [autoscaling.DescribeAutoScalingInstances], ["*"]),
+        _allow("CompleteOwnLaunchHook", [autoscaling.CompleteLifecycleAction], [group_arn]),
+    ])
 
 
 # --- config layer ---------------------------------------------------------------------------
@@ -341,21 +307,7 @@ def execution_role_policy(repository_arns: list, log_group_arns: list, parameter
     """
     return PolicyDocument(
         Version=VERSION,
-        Statement=[
-            Statement(
-                Sid="EcrLogin",
-                Effect=Allow,
-                Action=[ecr.GetAuthorizationToken],
-                # GetAuthorizationToken has no resource-level permissions: "*" is the only value.
-                Resource=["*"],
-            ),
-            Statement(
-                Sid="PullTheTwoImages",
-                Effect=Allow,
-                Action=[ecr.BatchCheckLayerAvailability, ecr.GetDownloadUrlForLayer,
-                        ecr.BatchGetImage],
-                Resource=repository_arns,
-            ),
+        Statement=_ecr_pull(repository_arns) + [
             Statement(
                 Sid="WriteContainerLogs",
                 Effect=Allow,
