@@ -13,7 +13,8 @@ each boot must complete it. The ECS agent configuration is written once.
 
 Warm pool on: while the instance enters the pool (target lifecycle state `Warmed:*`, read from
 instance metadata: https://docs.aws.amazon.com/autoscaling/ec2/userguide/retrieving-target-lifecycle-state-through-imds.html)
-the script logs in to ECR with the instance role and pulls both images of this release, then
+the script reads this release's two image URIs (IMAGES_PARAMETER), logs in to ECR with the
+instance role and pulls both images, then
 completes the hook: without a hook, "instances that take a long time to finish initializing
 could be stopped ... before they are ready" (warm pools page, Lifecycle hooks). A later start
 then runs the images from its own disk: ECS_IMAGE_PULL_BEHAVIOR=prefer-cached pulls only what is
@@ -33,12 +34,16 @@ pool, and its first task pulls the images itself.
 
 from __future__ import annotations
 
-from troposphere import Base64, If, Ref, Sub, autoscaling, iam
+from troposphere import Base64, If, Join, Ref, Sub, autoscaling, iam, ssm
 
 from app.contract import TIMEOUTS
 from stacks import names, policies
 
 BOUNDARY = "==LLMAPIBOOT=="
+# The release's two image URIs, space-separated: the warm-up reads them here, not from the
+# user data, so a release changes this parameter and not the launch template (a new launch
+# template version would ask for `make roll`: tools/deploy/fleet.py).
+IMAGES_PARAMETER = "/${ProjectName}/${EnvironmentName}/warm-up/images"
 WARM_UP_HOOK = "warm-up"  # LifecycleHookName: the script names it
 # How long the launch hook waits for the script before it continues anyway (our allowance: the
 # CLI install and two pulls of several GB each; AWS's default is one hour).
@@ -108,11 +113,12 @@ case "$state" in
 Warmed:*)
   command -v aws >/dev/null || dnf install -y awscli-2
   systemctl start docker
-  registry=$(echo '${GatewayImageUri}' | cut -d/ -f1)
+  images=$(aws ssm get-parameter --region ${AWS::Region} --name '${ImagesParameter}' \\
+    --query Parameter.Value --output text)
+  registry=$(echo "$images" | cut -d/ -f1)
   aws ecr get-login-password --region ${AWS::Region} \\
     | docker login --username AWS --password-stdin "$registry"
-  docker pull '${GatewayImageUri}'
-  docker pull '${OllamaImageUri}'
+  for image in $images; do docker pull "$image"; done
   docker logout "$registry"
   complete_hook
   ;;
@@ -130,22 +136,29 @@ def user_data(cluster) -> Base64:
         StopTimeout=str(TIMEOUTS.container_stop_timeout_seconds),
         SpotDraining=If("SpotOn", "true", "false"),
         WarmUp=If("WarmPoolOn", Sub(WARM_UP, Hook=WARM_UP_HOOK,
-                                    GatewayImageUri=Ref(names.GATEWAY_IMAGE_URI),
-                                    OllamaImageUri=Ref(names.OLLAMA_IMAGE_URI)), "")))
+                                    ImagesParameter=Sub(IMAGES_PARAMETER)), "")))
 
 
 def add_warm_pool(t, group, role, warm_min) -> None:
-    """The warm pool, its launch hook, and what the warm-up needs of the instance role."""
+    """The warm pool, its launch hook, the release's image URIs, and what the warm-up needs of
+    the instance role."""
+    images = t.add_resource(ssm.Parameter(
+        "WarmUpImagesParameter", Condition="WarmPoolOn", Name=Sub(IMAGES_PARAMETER),
+        Type="String", Value=Join(" ", [Ref(names.GATEWAY_IMAGE_URI), Ref(names.OLLAMA_IMAGE_URI)]),
+        Description="Image URIs a warm-pool instance pulls while entering the pool"))
     policy = t.add_resource(iam.PolicyType(
         "WarmUpPolicy", Condition="WarmPoolOn", PolicyName="warm-up", Roles=[Ref(role)],
         PolicyDocument=policies.warm_up_policy(
             repository_arns=[Ref(names.GATEWAY_REPOSITORY_ARN), Ref(names.OLLAMA_REPOSITORY_ARN)],
+            images_parameter_arn=Sub("arn:${AWS::Partition}:ssm:${AWS::Region}:"
+                                     "${AWS::AccountId}:parameter" + IMAGES_PARAMETER),
             group_arn=Sub("arn:${AWS::Partition}:autoscaling:${AWS::Region}:${AWS::AccountId}:"
                           "autoScalingGroup:*:autoScalingGroupName/${Group}", Group=Ref(group))),
     ))
-    # After the policy (an instance completes the hook with it), before the pool launches.
+    # After the policy and the parameter (an instance reads the one and completes the hook with
+    # the other), before the pool launches.
     hook = t.add_resource(autoscaling.LifecycleHook(
-        "WarmUpHook", Condition="WarmPoolOn", DependsOn=[policy.title],
+        "WarmUpHook", Condition="WarmPoolOn", DependsOn=[policy.title, images.title],
         AutoScalingGroupName=Ref(group), LifecycleHookName=WARM_UP_HOOK,
         LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
         HeartbeatTimeout=WARM_UP_TIMEOUT_SECONDS, DefaultResult="CONTINUE",

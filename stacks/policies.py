@@ -151,11 +151,13 @@ def spot_draining_policy(cluster_name: object) -> PolicyDocument:
         [_container_instances(cluster_name)])])
 
 
-def warm_up_policy(repository_arns: list, group_arn: object) -> PolicyDocument:
-    """A warm-pool instance entering the pool (stacks/boot.py): pull the two images, then
-    complete its launch hook. Only with the warm pool on. DescribeAutoScalingInstances has no
-    resource type: "*" is the only value."""
+def warm_up_policy(repository_arns: list, images_parameter_arn: object,
+                   group_arn: object) -> PolicyDocument:
+    """A warm-pool instance entering the pool (stacks/boot.py): read the release's image URIs,
+    pull the two images, then complete its launch hook. Only with the warm pool on.
+    DescribeAutoScalingInstances has no resource type: "*" is the only value."""
     return PolicyDocument(Version=VERSION, Statement=_ecr_pull(repository_arns) + [
+        _allow("ReadTheReleasesImages", [ssm.GetParameter], [images_parameter_arn]),
         _allow("FindOwnGroup", [autoscaling.DescribeAutoScalingInstances], ["*"]),
         _allow("CompleteOwnLaunchHook", [autoscaling.CompleteLifecycleAction], [group_arn]),
     ])

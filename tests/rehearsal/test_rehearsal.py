@@ -366,6 +366,14 @@ def test_the_gpu_groups_wake_policy_hook_and_warm_pool(deployed, rehearsal):
         pool = autoscaling.describe_warm_pool(AutoScalingGroupName=name)["WarmPoolConfiguration"]
         assert (pool["MinSize"], pool["PoolState"]) == (
             int(rehearsal.params["WarmPoolMinSize"]), "Stopped")
+        # what the warm-up pulls (stacks/boot.py reads it): the images the service runs
+        ecs = rehearsal.client("ecs")
+        (family,) = ecs.list_task_definitions()["taskDefinitionArns"]
+        images = [c["image"] for c in ecs.describe_task_definition(taskDefinition=family)[
+            "taskDefinition"]["containerDefinitions"]]
+        parameter = rehearsal.client("ssm").get_parameter(
+            Name=f"/{rehearsal.params['ProjectName']}/{rehearsal.env}/warm-up/images")
+        assert sorted(parameter["Parameter"]["Value"].split(" ")) == sorted(images)
     else:
         assert hooks == []
 

@@ -1,6 +1,7 @@
 """What the GPU instances' role may do, evaluated offline (tests/security/iam_eval.py) on the
 rendered templates: the ECS agent's own calls for this cluster and its container instances, the
-warm-up's pull of this stack's two images and its own launch hook, and nothing else. The one
+warm-up's read of this release's image URIs, its pull of this stack's two images
+and its own launch hook, and nothing else. The one
 managed policy left is Session Manager's (AmazonSSMManagedInstanceCore), not evaluated here."""
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ def facts(rendered: render.Rendered) -> dict:
                        "autoScalingGroupName/someone-else",
         "repositories": repositories,
         "warm_pool": "WarmPool" in cluster["Resources"],
+        # the rendered name when the warm pool is on; the same shape otherwise (denied then)
+        "images_parameter": f"arn:aws:ssm:{region}:{ACCOUNT}:parameter" + cluster["Resources"]
+        .get("WarmUpImagesParameter", {}).get("Properties", {})
+        .get("Name", f"/{name.rsplit('-', 1)[0]}/warm-up/images"),
     }
 
 
@@ -71,7 +76,8 @@ def agent_calls(f: dict) -> list[tuple[str, str]]:
 def warm_up_calls(f: dict) -> list[tuple[str, str]]:
     calls = [("ecr:GetAuthorizationToken", "*"),
              ("autoscaling:DescribeAutoScalingInstances", "*"),
-             ("autoscaling:CompleteLifecycleAction", f["group"])]
+             ("autoscaling:CompleteLifecycleAction", f["group"]),
+             ("ssm:GetParameter", f["images_parameter"])]
     for repository in f["repositories"]:
         calls += [("ecr:BatchGetImage", repository), ("ecr:GetDownloadUrlForLayer", repository)]
     return calls
@@ -90,6 +96,10 @@ def must_deny(f: dict, spot: bool) -> list[tuple[str, str]]:
         ("ecr:PutImage", f["repositories"][0]),
         ("autoscaling:CompleteLifecycleAction", f["other_group"]),
         ("autoscaling:SetDesiredCapacity", f["group"]),
+        # Not ssm:GetParameter on another parameter: AmazonSSMManagedInstanceCore (not
+        # evaluated here) allows ssm:GetParameter on "*"; the warm-up's own statement keeps it
+        # working without that policy.
+        ("ssm:PutParameter", f["images_parameter"]),
         ("ec2:DescribeTags", "*"),
         ("logs:PutLogEvents", f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:any:log-stream:x"),
         ("secretsmanager:GetSecretValue", "*"), ("iam:PassRole", "*"), ("*", "*"),

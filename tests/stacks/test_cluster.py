@@ -122,11 +122,15 @@ def test_user_data_runs_on_every_boot_and_writes_the_agent_config_once():
 
 def test_warm_up_pulls_this_releases_two_images_only_when_entering_the_pool():
     _, script = cloud_init()
-    service = props(rendered("dev")["service.json"]["Resources"]["TaskDefinition"])
-    images = sorted(c["Image"] for c in service["ContainerDefinitions"])
+    resources_ = rendered("dev")
+    service = props(resources_["service.json"]["Resources"]["TaskDefinition"])
+    parameter = props(resources_["cluster.json"]["Resources"]["WarmUpImagesParameter"])
+    # the parameter holds exactly the task definition's two images; the script pulls what it reads
+    assert sorted(parameter["Value"].split(" ")) == sorted(
+        c["Image"] for c in service["ContainerDefinitions"])
     warm, other = script.split("Warmed:*)", 1)[1].split(";;", 1)
-    assert sorted(line.split("'")[1] for line in warm.splitlines()
-                  if line.strip().startswith("docker pull")) == images
+    assert f"aws ssm get-parameter --region us-east-1 --name '{parameter['Name']}'" in warm
+    assert 'for image in $images; do docker pull "$image"; done' in warm
     assert "get-login-password" in warm and "docker logout" in warm
     assert "docker pull" not in other  # a start from the pool pulls nothing here
     assert "complete_hook" in warm and "complete_hook" in other
@@ -135,10 +139,25 @@ def test_warm_up_pulls_this_releases_two_images_only_when_entering_the_pool():
     assert "X-aws-ec2-metadata-token" in script  # IMDSv2 (HttpTokens required)
 
 
+def test_a_release_changes_the_images_parameter_not_the_launch_template():
+    """A new launch template version means `make roll` (tools/deploy/fleet.py); a new image tag
+    must not make one. Pool instances warmed before the release hold the old images until used
+    (their first task pulls the new ones) or replaced."""
+    before = rendered("dev")["cluster.json"]["Resources"]
+    after = rendered("dev", ImageTag="f" * 40)["cluster.json"]["Resources"]
+    assert before["LaunchTemplate"] == after["LaunchTemplate"]
+    assert props(before["WarmUpImagesParameter"])["Value"] != props(
+        after["WarmUpImagesParameter"])["Value"]
+    assert props(after["WarmUpImagesParameter"])["Value"].count(":" + "f" * 40) == 2
+
+
 def test_without_the_warm_pool_the_user_data_does_no_warm_up():
     _, script = cloud_init("prod", WarmPoolEnabled="false")
     assert "docker pull" not in script and "complete-lifecycle-action" not in script
+    assert "ssm get-parameter" not in script
     assert "ECS_WARM_POOLS_CHECK=false" in script
+    resources_ = rendered("prod", WarmPoolEnabled="false")["cluster.json"]["Resources"]
+    assert not {"WarmUpImagesParameter", "WarmUpPolicy", "WarmUpHook"} & set(resources_)
 
 
 def test_the_boot_script_is_valid_bash():
@@ -148,14 +167,14 @@ def test_the_boot_script_is_valid_bash():
         assert result.returncode == 0, (env, result.stderr)
 
 
-def test_warm_pool_waits_for_its_launch_hook_and_the_hook_for_the_policy():
+def test_warm_pool_waits_for_its_launch_hook_and_the_hook_for_what_the_script_uses():
     resources_ = rendered("dev")["cluster.json"]["Resources"]
     hook = props(resources_["WarmUpHook"])
     assert (hook["LifecycleTransition"], hook["DefaultResult"], hook["LifecycleHookName"]) == (
         "autoscaling:EC2_INSTANCE_LAUNCHING", "CONTINUE", boot.WARM_UP_HOOK)
     generated_ = cluster()["Resources"]
     assert generated_["WarmPool"]["DependsOn"] == ["WarmUpHook"]
-    assert generated_["WarmUpHook"]["DependsOn"] == ["WarmUpPolicy"]
+    assert generated_["WarmUpHook"]["DependsOn"] == ["WarmUpPolicy", "WarmUpImagesParameter"]
     assert props(generated_["WarmUpPolicy"])["Roles"] == [{"Ref": "InstanceRole"}]
 
 

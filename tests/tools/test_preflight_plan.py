@@ -8,7 +8,6 @@ from tests.tools.preflight_support import context, run, title_of
 from tools.preflight import plan
 from tools.preflight.core import Status
 
-
 # The figures below are for a 600 s load budget checked every 15 s (dev's own are smaller).
 MODEL_LOAD_600 = {"ModelLoadSeconds": "600", "HealthCheckIntervalSeconds": "15",
                   "HealthCheckTimeoutSeconds": "5"}
