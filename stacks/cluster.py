@@ -9,7 +9,6 @@ the group to protect new instances from scale-in.
 from __future__ import annotations
 
 from troposphere import (
-    Base64,
     Equals,
     FindInMap,
     GetAtt,
@@ -24,8 +23,8 @@ from troposphere import (
     iam,
 )
 
-from app.contract import TIMEOUTS
-from stacks import names, policies
+from stacks import boot, names, policies
+from stacks import wake as wake_budget
 from stacks.base import NAMING, Layer, add_output
 from stacks.gpu import DEFAULT_INSTANCE_TYPE, GPUS_PER_INSTANCE, spot_alternatives
 from stacks.parameters import Param, boolean, number, string
@@ -35,35 +34,13 @@ ROOT_DEVICE = "/dev/xvda"  # root device of the Amazon Linux 2023 ECS AMIs
 
 AMI_ID = "GpuAmiId"
 ROOT_VOLUME_GIB = "RootVolumeSizeGiB"
+ROOT_VOLUME_THROUGHPUT = "RootVolumeThroughputMiBps"
+CAPACITY_STEP = "CapacityStepInstances"
 CAPACITY_TARGET = "CapacityTargetPercent"
 WARM_POOL = "WarmPoolEnabled"
 WARM_POOL_MIN = "WarmPoolMinSize"
 SPOT = "SpotInstances"
 SPOT_MAPPING = "SpotAlternative"
-
-# /etc/ecs/ecs.config. Each line says why it is there.
-USER_DATA = """#!/bin/bash
-set -euo pipefail
-cat >> /etc/ecs/ecs.config <<'CONFIG'
-ECS_CLUSTER=${Cluster}
-ECS_ENABLE_GPU_SUPPORT=true
-ECS_AWSVPC_BLOCK_IMDS=true
-ECS_CONTAINER_STOP_TIMEOUT=%ds
-ECS_IMAGE_PULL_BEHAVIOR=prefer-cached
-ECS_WARM_POOLS_CHECK=${WarmPoolCheck}
-ECS_ENABLE_SPOT_INSTANCE_DRAINING=${SpotDraining}
-CONFIG
-"""
-# ECS_ENABLE_GPU_SUPPORT: advertise the GPUs so tasks can reserve them.
-# ECS_AWSVPC_BLOCK_IMDS: tasks cannot reach instance metadata (the instance role's credentials).
-# ECS_CONTAINER_STOP_TIMEOUT: SIGTERM-to-SIGKILL default, from the timeout budget.
-# ECS_IMAGE_PULL_BEHAVIOR=prefer-cached: tags are immutable, so a cached multi-GB image is
-#   the same image; skip the registry round trip.
-# ECS_WARM_POOLS_CHECK: the agent must not register while the instance sits in the warm pool.
-# ECS_ENABLE_SPOT_INSTANCE_DRAINING: on Spot, ECS sets the instance DRAINING on the two-minute
-#   interruption notice (off by default;
-#   https://docs.aws.amazon.com/AmazonECS/latest/developerguide/spot-instance-draining-linux-container.html).
-
 
 class ClusterLayer(Layer):
     logical_id = "Cluster"
@@ -92,6 +69,11 @@ class ClusterLayer(Layer):
                    default=DEFAULT_INSTANCE_TYPE, allowed_values=tuple(sorted(GPUS_PER_INSTANCE))),
             number(ROOT_VOLUME_GIB, "Root volume size (GiB): the images, with the baked model, "
                    "are several GB each", default=100, min_value=30, max_value=2000),
+            # gp3: 125 MiB/s included, at most 0.25 MiB/s per IOPS, and the volume keeps the
+            # default 3,000 IOPS, so 750 (https://docs.aws.amazon.com/ebs/latest/userguide/general-purpose.html).
+            number(ROOT_VOLUME_THROUGHPUT, "Root volume gp3 throughput (MiB/s): a task start reads "
+                   "the model from it (stacks/wake.py); above 125 costs extra", default=125,
+                   min_value=125, max_value=750),
             number(names.ASG_MIN_SIZE, "Fewest GPU instances", default=1, min_value=0,
                    max_value=100),
             number(names.ASG_MAX_SIZE, "Most GPU instances (must cover a rolling deploy at the "
@@ -99,6 +81,9 @@ class ClusterLayer(Layer):
                    max_value=100),
             number(CAPACITY_TARGET, "Managed scaling target: 100 packs tasks onto instances; "
                    "lower keeps spare instances", default=100, min_value=1, max_value=100),
+            number(CAPACITY_STEP, "Instances managed scaling adds per step: with more than one "
+                   "AZ it adds exactly this many (stacks/wake.py, capacity steps); size it for a "
+                   "deploy surge", default=1, min_value=1, max_value=100),
             boolean(WARM_POOL, "Keep stopped, already-booted instances ready so scale-out skips "
                     "the boot (stopped instances pay only for EBS)", "false"),
             number(WARM_POOL_MIN, "Instances kept in the warm pool", default=1, min_value=0,
@@ -106,6 +91,10 @@ class ClusterLayer(Layer):
             boolean(SPOT, "Run the GPU instances on Spot (dev): InstanceType and one type of the "
                     "same family and GPU count, capacity-optimized, no On-Demand fallback; not "
                     "with the warm pool (docs/infrastructure.md, Spot)", "false"),
+            string(names.GATEWAY_IMAGE_URI, "Gateway image URI (the warm-up pulls it)"),
+            string(names.OLLAMA_IMAGE_URI, "Ollama image URI (the warm-up pulls it)"),
+            string(names.GATEWAY_REPOSITORY_ARN, "Gateway ECR repository ARN"),
+            string(names.OLLAMA_REPOSITORY_ARN, "Ollama ECR repository ARN"),
         )
 
     def rules(self) -> dict[str, dict]:
@@ -142,9 +131,10 @@ class ClusterLayer(Layer):
                                                    names.SUBNET_AVAILABILITY_ZONES))
         instance_type, volume, asg_min, asg_max = (p[n] for n in (
             names.INSTANCE_TYPE, ROOT_VOLUME_GIB, names.ASG_MIN_SIZE, names.ASG_MAX_SIZE))
-        target, warm_min = p[CAPACITY_TARGET], p[WARM_POOL_MIN]
+        target, warm_min, step = p[CAPACITY_TARGET], p[WARM_POOL_MIN], p[CAPACITY_STEP]
         t.add_condition("WarmPoolOn", Equals(Ref(WARM_POOL), "true"))
         t.add_condition("SpotOn", Equals(Ref(SPOT), "true"))
+
         # Every allowed type has a row, so the FindInMap in the Spot branch resolves whatever
         # InstanceType is; a type without an alternative maps to itself, and the root Rule
         # SpotNeedsAnAlternativeType refuses Spot for it.
@@ -158,11 +148,18 @@ class ClusterLayer(Layer):
             ClusterSettings=[ecs.ClusterSetting(Name="containerInsights", Value="enabled")],
         ))
 
+        # The ECS agent's own calls, scoped to this cluster (stacks/policies.py), and Session
+        # Manager. Image pulls, container logs and secrets use the task execution role.
         role = t.add_resource(iam.Role(
             "InstanceRole",
             AssumeRolePolicyDocument=policies.ec2_trust(),
             ManagedPolicyArns=policies.INSTANCE_MANAGED_POLICIES,
+            Policies=[iam.Policy(PolicyName="ecs-agent", PolicyDocument=policies.ecs_agent_policy(
+                cluster_arn=GetAtt(cluster, "Arn"), cluster_name=Ref(cluster)))],
         ))
+        t.add_resource(iam.PolicyType(
+            "SpotDrainingPolicy", Condition="SpotOn", PolicyName="ecs-agent-spot-draining",
+            Roles=[Ref(role)], PolicyDocument=policies.spot_draining_policy(Ref(cluster))))
         profile = t.add_resource(iam.InstanceProfile("InstanceProfile", Roles=[Ref(role)]))
 
         template = t.add_resource(ec2.LaunchTemplate(
@@ -179,12 +176,10 @@ class ClusterLayer(Layer):
                 BlockDeviceMappings=[ec2.LaunchTemplateBlockDeviceMapping(
                     DeviceName=ROOT_DEVICE,
                     Ebs=ec2.EBSBlockDevice(VolumeSize=Ref(volume), VolumeType="gp3",
+                                           Throughput=Ref(ROOT_VOLUME_THROUGHPUT),
                                            Encrypted=True, DeleteOnTermination=True))],
                 Monitoring=ec2.Monitoring(Enabled=True),
-                UserData=Base64(Sub(
-                    USER_DATA % TIMEOUTS.container_stop_timeout_seconds,
-                    Cluster=Ref(cluster), WarmPoolCheck=If("WarmPoolOn", "true", "false"),
-                    SpotDraining=If("SpotOn", "true", "false"))),
+                UserData=boot.user_data(cluster),
                 TagSpecifications=[
                     ec2.TagSpecifications(
                         ResourceType=kind, Tags=Tags(Name=Sub("${ProjectName}-${EnvironmentName}-gpu")))
@@ -214,13 +209,7 @@ class ClusterLayer(Layer):
                 Project=Ref(names.PROJECT_NAME), Environment=Ref(names.ENVIRONMENT_NAME)),
         ))
 
-        t.add_resource(autoscaling.WarmPool(
-            "WarmPool", Condition="WarmPoolOn",
-            AutoScalingGroupName=Ref(group_), PoolState="Stopped", MinSize=Ref(warm_min),
-            # Unset, the pool would hold max - desired instances; capped like this it holds
-            # WarmPoolMinSize. No InstanceReusePolicy: ECS does not support ReuseOnScaleIn.
-            MaxGroupPreparedCapacity=Ref(warm_min),
-        ))
+        boot.add_warm_pool(t, group_, role, warm_min)
 
         provider = t.add_resource(ecs.CapacityProvider(
             "CapacityProvider",
@@ -229,10 +218,16 @@ class ClusterLayer(Layer):
             Name=Sub("gpu-${ProjectName}-${EnvironmentName}"),
             AutoScalingGroupProvider=ecs.AutoScalingGroupProvider(
                 AutoScalingGroupArn=Ref(group_),
+                # With more than one AZ or instance type ECS "will scale up by the exact
+                # minimum scaling step size value and will ignore both the maximum scaling
+                # step size as well as the capacity demand" (API_ManagedScaling,
+                # https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_ManagedScaling.html);
+                # the group always spans 2 or 3 AZs. One step size for both keeps one AZ the
+                # same; stacks/wake.py sizes it (capacity_steps).
                 ManagedScaling=ecs.ManagedScaling(
                     Status="ENABLED", TargetCapacity=Ref(target),
-                    MinimumScalingStepSize=1, MaximumScalingStepSize=10,
-                    InstanceWarmupPeriod=300),
+                    MinimumScalingStepSize=Ref(step), MaximumScalingStepSize=Ref(step),
+                    InstanceWarmupPeriod=wake_budget.INSTANCE_LAUNCH_SECONDS),
                 ManagedTerminationProtection="ENABLED",
                 ManagedDraining="ENABLED",
             ),

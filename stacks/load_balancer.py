@@ -1,6 +1,7 @@
 """Load balancer layer: the HTTPS ALB that carries long LLM streams to the gateway tasks.
 
-- HTTPS on 443 with a TLS 1.3 policy; HTTP on 80 only answers 301 to HTTPS.
+- HTTPS on 443 with a TLS 1.3 policy, forwarding only requests that carry a bearer key (the
+  rest get the gateway's 401 from the listener: stacks/auth_gate.py); HTTP on 80 answers 301.
 - Certificate: an existing ACM ARN (CertificateArn), or, when that is empty, one created here
   and validated through DNS in the Route 53 zone HostedZoneId for DomainName. DomainName is
   required: the listener is always HTTPS, and the ALB's own DNS name matches no certificate.
@@ -35,7 +36,7 @@ from troposphere import certificatemanager as acm
 from troposphere import elasticloadbalancingv2 as elb
 
 from app.contract import GATEWAY_PORT, TIMEOUTS
-from stacks import names, policies
+from stacks import auth_gate, names, policies
 from stacks.base import Layer, add_output, scanner_skips
 from stacks.parameters import Param, boolean, number, string
 
@@ -232,9 +233,10 @@ class LoadBalancerLayer(Layer):
             LoadBalancerArn=Ref(alb), Port=443, Protocol="HTTPS", SslPolicy=TLS_POLICY,
             Certificates=[elb.Certificate(CertificateArn=If(
                 "CreateCertificate", Ref(certificate), Ref(CERTIFICATE_ARN)))],
-            DefaultActions=[elb.Action(Type="forward", TargetGroupArn=Ref(target_group))],
+            DefaultActions=[auth_gate.unauthorized("ollama")],
             ListenerAttributes=[_no_server_header()],
         ))
+        auth_gate.add_rules(t, https, target_group)
         t.add_resource(elb.Listener(
             "HttpListener",
             LoadBalancerArn=Ref(alb), Port=80, Protocol="HTTP",

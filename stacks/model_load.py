@@ -50,9 +50,15 @@ from dataclasses import dataclass
 START_PERIOD_MAX = 300
 INTERVAL_MIN, INTERVAL_MAX = 5, 300
 RETRIES_MIN, RETRIES_MAX = 1, 10
-# Our choices: check every 30 s at least (cheap: `ollama ps`), never give up after fewer than 3
-# failures (one slow check must not restart a serving task), 10 s per check.
-BASE_INTERVAL = 30
+# Our choices: check as often as the bounds and rule 1 allow (`ollama ps` is one local HTTP
+# call): the first check that sees the loaded model comes up to one interval after the load,
+# and a wake waits for it (stacks/wake.py). ECS has no field for Docker's start interval, and
+# Docker 25, the ECS AL2023 AMI's (aws/amazon-ecs-ami@a2532d35 release-al2023.auto.pkrvars.hcl,
+# docker_version_al2023 25.0.16), then probes at Interval during the start period too: the 5 s
+# default start interval came with 27.x (moby/moby@c5149527 daemon/health.go, monitor).
+# Never give up after fewer than 3 failures (one slow check must not restart a serving task);
+# 10 s per check.
+BASE_INTERVAL = INTERVAL_MIN
 FEWEST_RETRIES = 3
 CHECK_TIMEOUT = 10
 

@@ -43,6 +43,7 @@ class MonitoringLayer(Layer):
         return NAMING + (
             string(names.CLUSTER_NAME, "ECS cluster name"),
             string(names.SERVICE_NAME, "ECS service name (placement failures)"),
+            string(names.CAPACITY_PROVIDER_NAME, "Capacity provider of the GPU instances"),
             string(names.LOAD_BALANCER_FULL_NAME, "app/<name>/<id> of the ALB"),
             string(names.TARGET_GROUP_FULL_NAME, "targetgroup/<name>/<id>"),
             string(names.KMS_KEY_ARN, "KMS key of log groups, secret and alarm topic"),
@@ -125,15 +126,38 @@ class MonitoringLayer(Layer):
               "(TargetResponseTime means different things for streams and non-streams)",
               METRIC_NAMESPACE, TIME_TO_FIRST_TOKEN.name, service_dims, Ref(TTFT_THRESHOLD),
               periods=3, period=300, extended="p95")
-        # An ordinary start (a wake from zero, a scale-out onto a new instance) keeps a task
-        # waiting for an instance and then PENDING through image pull and model load; the alarm
-        # waits longer than that, by load budget (stacks/wake.py). A fixed 15 minutes paged on
-        # every start at ModelLoadSeconds=600 (up to 18 minutes).
+        # Container Insights' PendingTaskCount is "the number of tasks currently in the PENDING
+        # state" (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/Container-Insights-metrics-ECS.html);
+        # a task waiting for a GPU instance is PROVISIONING, not PENDING: "If the Auto Scaling
+        # group can't scale out to accommodate the number of tasks run, the tasks fails to
+        # transition beyond the PROVISIONING state"
+        # (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/asg-capacity-providers.html).
+        # So PendingTaskCount pages on a task that has an instance but does not start (pull,
+        # Ollama start timeout: stacks/wake.py pending_seconds), and CapacityProviderReservation
+        # above 100 ("There are no available instances for the launched tasks",
+        # https://docs.aws.amazon.com/AmazonECS/latest/developerguide/cluster-auto-scaling.html)
+        # pages on tasks that wait for an instance longer than one cold managed-scaling step.
+        # Its dimensions are CapacityProviderName and ClusterName
+        # (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/tutorial-cluster-auto-scaling-console.html).
         pending = FindInMap(wake.MAPPING, Ref(model_load.MODEL_LOAD_SECONDS), "PendingAlarmMinutes")
-        alarm("PendingTasksAlarm", "Tasks wait for GPU capacity (Container Insights "
-              "PendingTaskCount); see docs/operations.md, stuck in PROVISIONING",
+        alarm("PendingTasksAlarm", "Tasks on an instance do not start (Container Insights "
+              "PendingTaskCount); see docs/operations.md, A task fails health checks",
               "ECS/ContainerInsights", "PendingTaskCount", service_dims, 1,
               statistic="Maximum", periods=pending, datapoints=pending)
+        minutes = wake.capacity_alarm_minutes()
+        t.add_resource(cloudwatch.Alarm(
+            "CapacityProvisioningAlarm",
+            AlarmDescription="Tasks wait for GPU capacity (PROVISIONING: "
+                             "CapacityProviderReservation above 100); see docs/operations.md, "
+                             "A task is stuck in PROVISIONING",
+            Namespace="AWS/ECS/ManagedScaling", MetricName="CapacityProviderReservation",
+            Dimensions=[cloudwatch.MetricDimension(Name=name, Value=Ref(name)) for name in (
+                names.CLUSTER_NAME, names.CAPACITY_PROVIDER_NAME)],
+            Statistic="Minimum", Period=60, EvaluationPeriods=minutes, DatapointsToAlarm=minutes,
+            Threshold=100, ComparisonOperator="GreaterThanThreshold",
+            TreatMissingData="notBreaching",
+            AlarmActions=[Ref(topic)], OKActions=[Ref(topic)],
+        ))
         return topic
 
     def _elb_5xx_alarm(self, topic, alb):

@@ -10,7 +10,9 @@ Rules (tests/stacks/test_policies.py enforces them on the generated templates):
 
 from __future__ import annotations
 
+import awacs.autoscaling as autoscaling
 import awacs.ecr as ecr
+import awacs.ecs as ecs
 import awacs.kms as kms
 import awacs.logs as logs
 import awacs.s3 as s3
@@ -83,12 +85,82 @@ def ec2_trust() -> PolicyDocument:
     return service_trust("ec2.amazonaws.com", source_account=False)
 
 
-# The instance role has exactly these: the ECS agent's own permissions, and SSM Session
-# Manager in place of SSH. Nothing the tasks need (they have their own roles).
+# Session Manager in place of SSH; the ECS agent's calls are ecs_agent_policy() below.
 INSTANCE_MANAGED_POLICIES = [
-    Sub("arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"),
     Sub("arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"),
 ]
+
+
+def _allow(sid: str, actions: list, resources: list) -> Statement:
+    return Statement(Sid=sid, Effect=Allow, Action=actions, Resource=resources)
+
+
+def _ecr_pull(repository_arns: list) -> list[Statement]:
+    return [
+        # GetAuthorizationToken has no resource-level permissions: "*" is the only value.
+        _allow("EcrLogin", [ecr.GetAuthorizationToken], ["*"]),
+        _allow("PullTheTwoImages", [ecr.BatchCheckLayerAvailability, ecr.GetDownloadUrlForLayer,
+                                    ecr.BatchGetImage], repository_arns),
+    ]
+
+
+def _container_instances(cluster_name: object) -> Sub:
+    return Sub("arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:"
+               "container-instance/${Cluster}/*", Cluster=cluster_name)
+
+
+def ecs_agent_policy(cluster_arn: object, cluster_name: object) -> PolicyDocument:
+    """The ECS agent's own calls, for this cluster only, in place of the AWS managed policy.
+
+    From AmazonEC2ContainerServiceforEC2Role ("Permissions details",
+    https://docs.aws.amazon.com/AmazonECS/latest/developerguide/security-iam-awsmanpol.html)
+    and the calls the agent makes (aws/amazon-ecs-agent@8dfceca6
+    ecs-agent/api/ecs/client/ecs_client.go), left out on purpose:
+    - ecs:CreateCluster: the agent creates a cluster only when ECS_CLUSTER is empty (the
+      user data sets it); ecs:DeregisterContainerInstance: "The Amazon ECS container agent
+      doesn't call this API" (managed policy page);
+    - ec2:DescribeTags and ecs:TagResource: only for propagating tags to the container
+      instance (ECS_CONTAINER_INSTANCE_PROPAGATE_TAGS_FROM, off); ecs:ListTagsForResource: only
+      for the task metadata endpoint's tags, which no container here reads;
+    - ECR pulls and CloudWatch Logs: the task execution role does them (below); the
+      warm-up's pull is warm_up_policy().
+    Resource types per the Service Authorization Reference
+    (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonelasticcontainerservice.html):
+    RegisterContainerInstance and Submit* take the cluster; Poll, StartTelemetrySession and
+    UpdateContainerInstancesState (spot_draining_policy) a container instance, whose ARN
+    carries the cluster name (container-instance/<cluster>/<id>: the only format since April
+    2021, https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs-account-settings.html);
+    DiscoverPollEndpoint has no resource type: "*" is the only value.
+    """
+    return PolicyDocument(Version=VERSION, Statement=[
+        _allow("RegisterAndReportToThisCluster",
+               [ecs.RegisterContainerInstance, ecs.SubmitTaskStateChange,
+                ecs.SubmitContainerStateChange, ecs.SubmitAttachmentStateChanges], [cluster_arn]),
+        _allow("AgentSessionsOfThisClustersInstances", [ecs.Poll, ecs.StartTelemetrySession],
+               [_container_instances(cluster_name)]),
+        _allow("DiscoverAgentEndpoints", [ecs.DiscoverPollEndpoint], ["*"]),
+    ])
+
+
+def spot_draining_policy(cluster_name: object) -> PolicyDocument:
+    """Only with Spot: the agent sets its own instance DRAINING on the interruption notice
+    (ECS_ENABLE_SPOT_INSTANCE_DRAINING), the one call it makes with UpdateContainerInstancesState
+    (managed policy page, "Permissions details")."""
+    return PolicyDocument(Version=VERSION, Statement=[_allow(
+        "SpotDrainingOfThisClustersInstances", [ecs.UpdateContainerInstancesState],
+        [_container_instances(cluster_name)])])
+
+
+def warm_up_policy(repository_arns: list, images_parameter_arn: object,
+                   group_arn: object) -> PolicyDocument:
+    """A warm-pool instance entering the pool (stacks/boot.py): read the release's image URIs,
+    pull the two images, then complete its launch hook. Only with the warm pool on.
+    DescribeAutoScalingInstances has no resource type: "*" is the only value."""
+    return PolicyDocument(Version=VERSION, Statement=_ecr_pull(repository_arns) + [
+        _allow("ReadTheReleasesImages", [ssm.GetParameter], [images_parameter_arn]),
+        _allow("FindOwnGroup", [autoscaling.DescribeAutoScalingInstances], ["*"]),
+        _allow("CompleteOwnLaunchHook", [autoscaling.CompleteLifecycleAction], [group_arn]),
+    ])
 
 
 # --- config layer ---------------------------------------------------------------------------
@@ -237,21 +309,7 @@ def execution_role_policy(repository_arns: list, log_group_arns: list, parameter
     """
     return PolicyDocument(
         Version=VERSION,
-        Statement=[
-            Statement(
-                Sid="EcrLogin",
-                Effect=Allow,
-                Action=[ecr.GetAuthorizationToken],
-                # GetAuthorizationToken has no resource-level permissions: "*" is the only value.
-                Resource=["*"],
-            ),
-            Statement(
-                Sid="PullTheTwoImages",
-                Effect=Allow,
-                Action=[ecr.BatchCheckLayerAvailability, ecr.GetDownloadUrlForLayer,
-                        ecr.BatchGetImage],
-                Resource=repository_arns,
-            ),
+        Statement=_ecr_pull(repository_arns) + [
             Statement(
                 Sid="WriteContainerLogs",
                 Effect=Allow,

@@ -17,6 +17,7 @@ from troposphere import (
     Ref,
     Sub,
     applicationautoscaling,
+    cloudwatch,
     ecs,
     iam,
     logs,
@@ -42,6 +43,7 @@ from stacks.scaling import (  # autoscaling's parameters; stacks/scaling.py read
     REQUESTS_PER_TARGET,
     SCALE_DOWN_SCHEDULE,
     SCALE_TO_ZERO,
+    SCALE_TO_ZERO_PARAM,
     SCALE_UP_SCHEDULE,
     SCHEDULE_TIMEZONE,
     SCHEDULED_SCALING,
@@ -93,11 +95,6 @@ MODEL_LOAD_PARAM = string(
     "is in GPU memory (image pull + Ollama start + load); sets the Ollama health check and start "
     "timeout (stacks/model_load.py)", default=str(model_load.DEFAULT_LOAD_SECONDS),
     allowed_values=tuple(str(load) for load in model_load.LOAD_TIERS))
-SCALE_TO_ZERO_PARAM = boolean(
-    SCALE_TO_ZERO, "Go to 0 tasks after IdleMinutes without requests and wake on the first "
-    "request (clients get the load balancer's 503 until a task is ready; "
-    "docs/infrastructure.md, Scale to zero)",
-    "false")
 
 
 class ServiceLayer(Layer):
@@ -110,6 +107,8 @@ class ServiceLayer(Layer):
         wired = tuple(string(name, description) for name, description in (
             (names.CLUSTER_NAME, "ECS cluster name"),
             (names.CAPACITY_PROVIDER_NAME, "Capacity provider of the GPU instances"),
+            (names.AUTO_SCALING_GROUP_NAME, "GPU Auto Scaling group (the wake sets it to 1 "
+             "instance)"),
         )) + (
             Param(names.PRIVATE_SUBNET_IDS, "List<AWS::EC2::Subnet::Id>", "Private subnets"),
             Param(names.TASK_SECURITY_GROUP_ID, "AWS::EC2::SecurityGroup::Id",
@@ -168,9 +167,10 @@ class ServiceLayer(Layer):
                    default="cron(0 7 ? * MON-FRI *)"),
             string(SCHEDULE_TIMEZONE, "IANA time zone of the schedules", default="UTC"),
             SCALE_TO_ZERO_PARAM,
-            number(IDLE_MINUTES, "Scale-to-zero: minutes without a request (served or answered "
-                   "503 by the load balancer) before the service goes to 0 tasks; longer than a "
-                   "wake (docs/infrastructure.md, Scale to zero)", default=30, min_value=20, max_value=1440),
+            number(IDLE_MINUTES, "Scale-to-zero: minutes without an authenticated request (one "
+                   "with a bearer key, served or answered 503) before the service goes to 0 "
+                   "tasks; longer than a wake (docs/infrastructure.md, Scale to zero)",
+                   default=30, min_value=20, max_value=1440),
         )
 
     def build(self):
@@ -199,7 +199,8 @@ class ServiceLayer(Layer):
                                                 ollama_logs)
         service = self._service(task_definition)
         scaling.add_autoscaling(t, service, self._resource_label(),
-                                metric_dimensions(applicationautoscaling.MetricDimension))
+                                metric_dimensions(applicationautoscaling.MetricDimension),
+                                metric_dimensions(cloudwatch.MetricDimension))
 
         add_output(t, names.SERVICE_NAME, GetAtt(service, "Name"), "ECS service name")
         add_output(t, names.TASK_DEFINITION_ARN, Ref(task_definition),
@@ -400,9 +401,6 @@ class ServiceLayer(Layer):
             # registers tasks in it; root passes ListenerArn so this stack waits for it.
             Metadata={"AfterListener": Ref(names.LISTENER_ARN)},
         ))
-
-    def _metric_dimensions(self, cls):
-        return metric_dimensions(cls)
 
 
 def metric_dimensions(cls):

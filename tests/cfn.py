@@ -21,6 +21,16 @@ def generated(az_count: int = 2) -> dict[str, dict]:
     return {name: json.loads(json.dumps(t.to_dict())) for name, t in built.items()}
 
 
+@cache
+def rendered(env: str, **overrides: str) -> dict[str, dict]:
+    """File name -> the committed template as params/<env>.json (with overrides) deploys it
+    (tools/render.py), shared by the test modules that read renderings."""
+    from tools import params, render
+
+    values = params.load_env(env) | overrides
+    return render.render_environment(env, values=values).templates
+
+
 def resources(template: dict, type_: str | None = None) -> dict[str, dict]:
     return {
         name: body for name, body in template.get("Resources", {}).items()

@@ -346,6 +346,11 @@ PLACEHOLDERS: dict[str, Placeholder] = {
     "AWS::AutoScaling::AutoScalingGroup": lambda ctx, lid, props: (
         props.get("AutoScalingGroupName", ctx.generated_name(lid)), {}),
     "AWS::AutoScaling::WarmPool": _ec2_id("warmpool"),
+    # Ref: the policy's ARN; the hook's name.
+    "AWS::AutoScaling::ScalingPolicy": _arn_ref(
+        "autoscaling", "scalingPolicy:{uuid}:autoScalingGroupName/{name}:policyName/{name}"),
+    "AWS::AutoScaling::LifecycleHook": lambda ctx, lid, props: (
+        props.get("LifecycleHookName", ctx.generated_name(lid)), {}),
     "AWS::ElasticLoadBalancingV2::LoadBalancer": _load_balancer,
     "AWS::ElasticLoadBalancingV2::TargetGroup": _target_group,
     "AWS::ElasticLoadBalancingV2::Listener": _arn_ref(

@@ -71,6 +71,9 @@ SECTIONS: tuple[Section, ...] = (
             ("tests/clients/*.py", "tests/llamacpp.py", "requirements-dev.txt")),
     Section("timeout-budget", "docs/infrastructure.md", "tools.contract_files:budget_table",
             ("app/contract.py",)),
+    Section("wake-budget", "docs/infrastructure.md", "tools.wake_budget:readme_section",
+            ("params/*.json", "templates/root.json", "stacks/wake.py", "stacks/model_load.py",
+             "stacks/gpu.py")),
 )
 
 

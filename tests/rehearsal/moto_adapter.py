@@ -45,6 +45,8 @@ Patches, each on moto's own classes or backends (nothing else is changed):
 18. A stack delete that a resource refuses ends DELETE_FAILED, as in AWS: the stack stays, with
     a DELETE_FAILED event for the refusing resource (its reason) and one per enclosing stack
     (stock moto drops the stack from its list and answers DeleteStack with an error).
+19-21. AWS::AutoScaling::ScalingPolicy, LifecycleHook and WarmPool, on moto's autoscaling
+    backend (tests/rehearsal/moto_autoscaling.py, which says what moto does not do with them).
 
 Stock moto skips these types silently, and outputs that refer to them vanish: the rehearsal
 therefore lists every skipped resource it deployed (UNMODELLED below names the ones we know).
@@ -53,12 +55,15 @@ What moto does NOT model, so the rehearsal cannot catch it (cfn-lint, checkov an
 tests cover the static part; a real deploy covers the rest):
  - no resource is ever in progress or failed for AWS reasons: no GPU capacity, quotas, AMI or
    AZ offerings, ACM DNS validation, image pulls, health checks, circuit-breaker rollbacks;
- - IAM is not evaluated (policies, trust, KMS key policies are stored, never enforced);
+ - IAM is not evaluated (policies, trust, KMS key policies are stored, never enforced), and a
+   role's ManagedPolicyArns are dropped (inline policies and AWS::IAM::Policy are stored);
  - the ECS service ignores LoadBalancers, CapacityProviderStrategy, NetworkConfiguration and
    DeploymentConfiguration from the template, and never starts a task;
  - skipped silently (created nowhere): CloudWatch alarms, SNS subscriptions and topic
-   policies, S3 bucket policies, security-group egress rules, WAF, Auto Scaling warm pools
-   (UNMODELLED); a ScalableTarget's ScheduledActions are ignored;
+   policies, S3 bucket policies, security-group egress rules, WAF (UNMODELLED); a
+   ScalableTarget's ScheduledActions are ignored;
+ - listener rules are stored and DescribeRules returns them, but moto routes no request: the
+   rehearsal evaluates them offline (tests/stacks/alb_sim.py), as it does the alarms;
  - change sets list no nested changes; an update recreates every changed child stack; deleting
    a stack leaks resources; rollback does not exist; property validation is minimal (and
    some properties are stored but never shown, e.g. an ECR repository's ScanOnPush);
@@ -78,9 +83,10 @@ import sys
 import threading
 from typing import Any
 
+from tests.rehearsal import moto_autoscaling
 from tools import cfn_types
 
-# Resource types the adapter registers (patches 4-9).
+# Resource types the adapter registers (patches 4-9, 19-21).
 ADAPTED_TYPES = (
     "AWS::SecretsManager::Secret",
     "AWS::CertificateManager::Certificate",
@@ -88,7 +94,7 @@ ADAPTED_TYPES = (
     "AWS::ECS::ClusterCapacityProviderAssociations",
     "AWS::ApplicationAutoScaling::ScalableTarget",
     "AWS::ApplicationAutoScaling::ScalingPolicy",
-)
+) + moto_autoscaling.TYPES
 
 # Types moto 5.2.5 skips silently that the adapter deliberately leaves alone: the rehearsal
 # reports them as "not created" instead of pretending.
@@ -100,7 +106,6 @@ UNMODELLED = (
     "AWS::EC2::SecurityGroupEgress",
     "AWS::WAFv2::WebACL",
     "AWS::WAFv2::WebACLAssociation",
-    "AWS::AutoScaling::WarmPool",
 )
 
 _applied = False
@@ -448,7 +453,7 @@ def apply() -> None:
                 name, namespace, resource_id, dimension)
 
     registered = (Secret, Certificate, CapacityProvider, ClusterCapacityProviderAssociations,
-                  ScalableTarget, ScalingPolicy)
+                  ScalableTarget, ScalingPolicy) + moto_autoscaling.models()
     assert tuple(c.cloudformation_type() for c in registered) == ADAPTED_TYPES
     for cached in (parsing.get_model_list, parsing.get_model_map, parsing.get_name_type_map):
         cached.cache_clear()

@@ -9,11 +9,14 @@ see tests/rehearsal/moto_adapter.py for what moto does not model.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+import urllib.parse
 
 import pytest
 
+from stacks import auth_gate, boot
 from tests.rehearsal import moto_adapter
 from tests.rehearsal.harness import (
     ACCOUNT,
@@ -24,6 +27,7 @@ from tests.rehearsal.harness import (
     load_template,
     templates_dir,
 )
+from tests.stacks import alb_sim
 
 pytestmark = pytest.mark.slow
 
@@ -288,6 +292,90 @@ def test_scale_to_zero_policies_are_wired_where_it_is_on(deployed, rehearsal):
     target, = rehearsal.client("application-autoscaling").describe_scalable_targets(
         ServiceNamespace="ecs")["ScalableTargets"]
     assert target["MinCapacity"] == 0
+
+
+def test_the_https_listener_answers_401_without_a_key_and_forwards_with_one(deployed, rehearsal):
+    """The rules moto stored for the deployed listener (DescribeRules), evaluated offline by
+    tests/stacks/alb_sim.py as `curl` would meet them: moto itself routes no request."""
+    elbv2 = rehearsal.client("elbv2")
+    balancer = elbv2.describe_load_balancers()["LoadBalancers"][0]["LoadBalancerArn"]
+    https = next(listener for listener in elbv2.describe_listeners(
+        LoadBalancerArn=balancer)["Listeners"] if listener["Port"] == 443)
+    rules = alb_sim.rules_from_api(elbv2.describe_rules(ListenerArn=https["ListenerArn"])["Rules"])
+    (group,) = [g["TargetGroupArn"] for g in elbv2.describe_target_groups()["TargetGroups"]]
+    curl = lambda path, **headers: alb_sim.evaluate(rules, alb_sim.Request(path, headers))  # noqa: E731
+    for path in ("/v1/models", "/api/tags", "/healthz", "/readyz"):
+        action = curl(path)
+        assert action["Type"] == "fixed-response", (path, action)
+        config = action["FixedResponseConfig"]
+        assert config["StatusCode"] == auth_gate.STATUS
+        style = "openai" if path.startswith("/v1/") else "ollama"
+        assert json.loads(config["MessageBody"]) == json.loads(auth_gate.body(style))
+    for path in ("/v1/models", "/api/chat", "/readyz"):
+        action = curl(path, Authorization="Bearer rehearsal-key")
+        assert action["Type"] == "forward", (path, action)
+        targets = action.get("TargetGroupArn") or action["ForwardConfig"]["TargetGroups"][0][
+            "TargetGroupArn"]
+        assert targets == group
+    http = next(listener for listener in elbv2.describe_listeners(
+        LoadBalancerArn=balancer)["Listeners"] if listener["Port"] == 80)
+    http_rules = elbv2.describe_rules(ListenerArn=http["ListenerArn"])["Rules"]
+    assert [r["Actions"][0]["Type"] for r in http_rules] == ["redirect"]  # only the default
+
+
+def test_the_instance_role_carries_the_agents_own_policy(deployed, rehearsal):
+    iam = rehearsal.client("iam")
+    (profile,) = iam.list_instance_profiles()["InstanceProfiles"]
+    (role,) = profile["Roles"]
+    # moto drops a role's ManagedPolicyArns (moto_adapter.py, "does NOT model"): that the only
+    # managed policy left is Session Manager's is held by tests/security/test_instance_role.py.
+    inline = set(iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"])
+    expected = {"ecs-agent"} | ({"warm-up"} if rehearsal.params["WarmPoolEnabled"] == "true"
+                                else set())
+    assert inline == expected
+    document = iam.get_role_policy(RoleName=role["RoleName"], PolicyName="ecs-agent")[
+        "PolicyDocument"]
+    if isinstance(document, str):  # moto keeps a CloudFormation role's inline policy as the
+        # Python repr of the document, not JSON (AWS: URL-encoded JSON, which boto3 decodes)
+        document = ast.literal_eval(urllib.parse.unquote(document))
+    cluster = outputs(deployed["root"])["ClusterName"]
+    resources = {r for s in document["Statement"] for r in s["Resource"]}
+    assert all(r == "*" or f"/{cluster}" in r for r in resources), resources
+
+
+def test_the_gpu_groups_wake_policy_hook_and_warm_pool(deployed, rehearsal):
+    autoscaling = rehearsal.client("autoscaling")
+    (group,) = autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"]
+    name = group["AutoScalingGroupName"]
+    policies = autoscaling.describe_policies(AutoScalingGroupName=name)["ScalingPolicies"]
+    if rehearsal.params["ScaleToZero"] == "true":
+        (policy,) = policies
+        assert (policy["PolicyType"], policy["AdjustmentType"]) == ("StepScaling", "ExactCapacity")
+        # moto applies it: the wake alarm's second action sets the group to one instance.
+        autoscaling.execute_policy(AutoScalingGroupName=name, PolicyName=policy["PolicyName"])
+        (group,) = autoscaling.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[name])["AutoScalingGroups"]
+        assert group["DesiredCapacity"] == max(1, int(rehearsal.params["AsgMinSize"]))
+    else:
+        assert policies == []
+    hooks = autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=name)["LifecycleHooks"]
+    if rehearsal.params["WarmPoolEnabled"] == "true":
+        (hook,) = hooks
+        assert (hook["LifecycleHookName"], hook["LifecycleTransition"]) == (
+            boot.WARM_UP_HOOK, "autoscaling:EC2_INSTANCE_LAUNCHING")
+        pool = autoscaling.describe_warm_pool(AutoScalingGroupName=name)["WarmPoolConfiguration"]
+        assert (pool["MinSize"], pool["PoolState"]) == (
+            int(rehearsal.params["WarmPoolMinSize"]), "Stopped")
+        # what the warm-up pulls (stacks/boot.py reads it): the images the service runs
+        ecs = rehearsal.client("ecs")
+        (family,) = ecs.list_task_definitions()["taskDefinitionArns"]
+        images = [c["image"] for c in ecs.describe_task_definition(taskDefinition=family)[
+            "taskDefinition"]["containerDefinitions"]]
+        parameter = rehearsal.client("ssm").get_parameter(
+            Name=f"/{rehearsal.params['ProjectName']}/{rehearsal.env}/warm-up/images")
+        assert sorted(parameter["Parameter"]["Value"].split(" ")) == sorted(images)
+    else:
+        assert hooks == []
 
 
 def test_spot_instances_deploy(tmp_path):

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import email
+import subprocess
 from functools import cache
 
 import pytest
 
 from app.contract import TIMEOUTS
+from stacks import boot
 from stacks.cluster import GPU_AMI_PARAMETER
 from stacks.gpu import GPUS_PER_INSTANCE, spot_alternatives
-from tests.cfn import generated, props, resources, walk
+from tests.cfn import generated, props, rendered, resources, walk
 from tools import params, render
 
 
@@ -27,16 +30,31 @@ def user_data() -> str:
     return sub[0]
 
 
+def cloud_init(env: str = "dev", **overrides: str) -> tuple[str, str]:
+    """(cloud-config, shell script) of the rendered user data, split as cloud-init splits it."""
+    data = props(rendered(env, **overrides)["cluster.json"]["Resources"]["LaunchTemplate"])
+    message = email.message_from_string(base64.b64decode(data["LaunchTemplateData"]["UserData"])
+                                        .decode())
+    parts = {part.get_content_type(): part.get_payload() for part in message.walk()
+             if not part.is_multipart()}
+    return parts["text/cloud-config"], parts["text/x-shellscript"]
+
+
 def test_launch_template_requires_imdsv2_with_hop_limit_one():
     assert launch_data()["MetadataOptions"] == {
         "HttpEndpoint": "enabled", "HttpTokens": "required", "HttpPutResponseHopLimit": 1}
 
 
-def test_root_volume_is_encrypted_gp3_sized_by_a_parameter():
+def test_root_volume_is_encrypted_gp3_sized_by_parameters():
     (mapping,) = launch_data()["BlockDeviceMappings"]
     assert mapping["DeviceName"] == "/dev/xvda"
     assert mapping["Ebs"] == {"VolumeSize": {"Ref": "RootVolumeSizeGiB"}, "VolumeType": "gp3",
+                              "Throughput": {"Ref": "RootVolumeThroughputMiBps"},
                               "Encrypted": True, "DeleteOnTermination": True}
+    # gp3: 125 MiB/s included, at most 0.25 MiB/s per IOPS at the default 3,000 IOPS
+    spec = cluster()["Parameters"]["RootVolumeThroughputMiBps"]
+    assert (spec["MinValue"], spec["MaxValue"]) == (125, 3000 // 4)
+    assert "Iops" not in mapping["Ebs"]
 
 
 def test_instances_get_no_public_ip_and_only_the_instance_group():
@@ -79,16 +97,85 @@ def test_instance_types_are_only_those_with_a_known_gpu_count():
 
 
 def test_user_data_joins_the_cluster_blocks_imds_and_uses_the_budget():
-    text = user_data()
-    assert "ECS_CLUSTER=${Cluster}" in text
-    assert "ECS_AWSVPC_BLOCK_IMDS=true" in text
-    assert f"ECS_CONTAINER_STOP_TIMEOUT={TIMEOUTS.container_stop_timeout_seconds}s" in text
-    assert "ECS_IMAGE_PULL_BEHAVIOR=prefer-cached" in text
-    assert "ECS_ENABLE_GPU_SUPPORT=true" in text
-    assert "ECS_WARM_POOLS_CHECK=${WarmPoolCheck}" in text
+    _, script = cloud_init()
+    assert "ECS_CLUSTER=llm-api-dev\n" in script
+    assert "ECS_AWSVPC_BLOCK_IMDS=true" in script
+    assert f"ECS_CONTAINER_STOP_TIMEOUT={TIMEOUTS.container_stop_timeout_seconds}s" in script
+    assert "ECS_IMAGE_PULL_BEHAVIOR=prefer-cached" in script
+    assert "ECS_ENABLE_GPU_SUPPORT=true" in script
+    assert "ECS_WARM_POOLS_CHECK=true" in script  # dev has the warm pool on
     variables = launch_data()["UserData"]["Fn::Base64"]["Fn::Sub"][1]
     assert variables["WarmPoolCheck"] == {"Fn::If": ["WarmPoolOn", "true", "false"]}
-    base64.b64encode(text.encode())  # plain ASCII
+    script.encode("ascii")  # plain ASCII
+
+
+def test_user_data_runs_on_every_boot_and_writes_the_agent_config_once():
+    """cloud-init runs the script on every boot only with scripts-user "always" in a MIME
+    multi-part user data (EC2 Auto Scaling warm pools, Prerequisites): a warm-pool instance
+    boots again when it leaves the pool, and its launch hook waits for the script."""
+    config, script = cloud_init()
+    assert "cloud_final_modules:\n- [scripts-user, always]" in config
+    assert script.startswith("#!/bin/bash\nset -euo pipefail\n")
+    assert "if ! grep -qs '^ECS_CLUSTER=' /etc/ecs/ecs.config; then" in script
+    assert script.count("ECS_CLUSTER=") == 2  # the guard and the one line it writes
+
+
+def test_warm_up_pulls_this_releases_two_images_only_when_entering_the_pool():
+    _, script = cloud_init()
+    resources_ = rendered("dev")
+    service = props(resources_["service.json"]["Resources"]["TaskDefinition"])
+    parameter = props(resources_["cluster.json"]["Resources"]["WarmUpImagesParameter"])
+    # the parameter holds exactly the task definition's two images; the script pulls what it reads
+    assert sorted(parameter["Value"].split(" ")) == sorted(
+        c["Image"] for c in service["ContainerDefinitions"])
+    warm, other = script.split("Warmed:*)", 1)[1].split(";;", 1)
+    assert f"aws ssm get-parameter --region us-east-1 --name '{parameter['Name']}'" in warm
+    assert 'for image in $images; do docker pull "$image"; done' in warm
+    assert "get-login-password" in warm and "docker logout" in warm
+    assert "docker pull" not in other  # a start from the pool pulls nothing here
+    assert "complete_hook" in warm and "complete_hook" in other
+    assert "autoscaling/target-lifecycle-state" in script
+    assert f"--lifecycle-hook-name {boot.WARM_UP_HOOK} " in script
+    assert "X-aws-ec2-metadata-token" in script  # IMDSv2 (HttpTokens required)
+
+
+def test_a_release_changes_the_images_parameter_not_the_launch_template():
+    """A new launch template version means `make roll` (tools/deploy/fleet.py); a new image tag
+    must not make one. Pool instances warmed before the release hold the old images until used
+    (their first task pulls the new ones) or replaced."""
+    before = rendered("dev")["cluster.json"]["Resources"]
+    after = rendered("dev", ImageTag="f" * 40)["cluster.json"]["Resources"]
+    assert before["LaunchTemplate"] == after["LaunchTemplate"]
+    assert props(before["WarmUpImagesParameter"])["Value"] != props(
+        after["WarmUpImagesParameter"])["Value"]
+    assert props(after["WarmUpImagesParameter"])["Value"].count(":" + "f" * 40) == 2
+
+
+def test_without_the_warm_pool_the_user_data_does_no_warm_up():
+    _, script = cloud_init("prod", WarmPoolEnabled="false")
+    assert "docker pull" not in script and "complete-lifecycle-action" not in script
+    assert "ssm get-parameter" not in script
+    assert "ECS_WARM_POOLS_CHECK=false" in script
+    resources_ = rendered("prod", WarmPoolEnabled="false")["cluster.json"]["Resources"]
+    assert not {"WarmUpImagesParameter", "WarmUpPolicy", "WarmUpHook"} & set(resources_)
+
+
+def test_the_boot_script_is_valid_bash():
+    for env, overrides in (("dev", {}), ("prod", {"WarmPoolEnabled": "false"})):
+        _, script = cloud_init(env, **overrides)
+        result = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+        assert result.returncode == 0, (env, result.stderr)
+
+
+def test_warm_pool_waits_for_its_launch_hook_and_the_hook_for_what_the_script_uses():
+    resources_ = rendered("dev")["cluster.json"]["Resources"]
+    hook = props(resources_["WarmUpHook"])
+    assert (hook["LifecycleTransition"], hook["DefaultResult"], hook["LifecycleHookName"]) == (
+        "autoscaling:EC2_INSTANCE_LAUNCHING", "CONTINUE", boot.WARM_UP_HOOK)
+    generated_ = cluster()["Resources"]
+    assert generated_["WarmPool"]["DependsOn"] == ["WarmUpHook"]
+    assert generated_["WarmUpHook"]["DependsOn"] == ["WarmUpPolicy", "WarmUpImagesParameter"]
+    assert props(generated_["WarmUpPolicy"])["Roles"] == [{"Ref": "InstanceRole"}]
 
 
 def test_asg_protects_new_instances_and_leaves_desired_capacity_alone():
@@ -121,17 +208,15 @@ def test_container_insights_on():
     assert {"Name": "containerInsights", "Value": "enabled"} in settings
 
 
-def test_instance_role_has_exactly_the_two_managed_policies_and_ec2_trust():
+def test_instance_role_is_the_agents_calls_and_session_manager_with_ec2_trust():
     role = props(cluster()["Resources"]["InstanceRole"])
     arns = sorted(p["Fn::Sub"] for p in role["ManagedPolicyArns"])
-    assert arns == [
-        "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore",
-        "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role",
-    ]
-    assert "Policies" not in role
+    assert arns == ["arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+    assert not any("AmazonEC2ContainerServiceforEC2Role" in str(p) for p in role["ManagedPolicyArns"])
     (statement,) = role["AssumeRolePolicyDocument"]["Statement"]
     assert statement["Principal"] == {"Service": "ec2.amazonaws.com"}
     assert "Condition" not in statement, "EC2 sends no aws:SourceAccount"
+    # What the role may do is tests/security/test_permissions.py (evaluated per environment).
 
 
 def test_warm_pool_is_optional_stopped_capped_and_not_reused_on_scale_in():

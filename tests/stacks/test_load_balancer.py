@@ -57,15 +57,22 @@ def test_http_listener_only_redirects_to_https_with_301():
     assert actions[0]["RedirectConfig"]["Port"] == "443"
     assert actions[0]["RedirectConfig"]["StatusCode"] == "HTTP_301"
     rules = resources(lb(), "AWS::ElasticLoadBalancingV2::ListenerRule")
-    assert rules == {}, "no listener rule may add a forward to the HTTP listener"
+    assert rules and all(props(r)["ListenerArn"] == {"Ref": "HttpsListener"}
+                         for r in rules.values()), "no listener rule may add a forward to HTTP"
 
 
-def test_https_listener_uses_tls13_and_forwards_to_the_gateway():
+def test_https_listener_uses_tls13_and_forwards_only_through_the_gate():
     https = listener(443)
     assert https["Protocol"] == "HTTPS"
     assert https["SslPolicy"] == TLS_POLICY
     assert "TLS13" in https["SslPolicy"]
-    assert https["DefaultActions"] == [{"Type": "forward", "TargetGroupArn": {"Ref": "TargetGroup"}}]
+    # The default action answers itself; only the bearer rule forwards (test_listener_rules.py).
+    (default,) = https["DefaultActions"]
+    assert default["Type"] == "fixed-response" and "TargetGroupArn" not in default
+    forwards = [props(r) for r in resources(lb(), "AWS::ElasticLoadBalancingV2::ListenerRule").values()
+                if any(a["Type"] == "forward" for a in props(r)["Actions"])]
+    (rule,) = forwards
+    assert rule["Actions"] == [{"Type": "forward", "TargetGroupArn": {"Ref": "TargetGroup"}}]
     assert https["Certificates"] == [{"CertificateArn": {
         "Fn::If": ["CreateCertificate", {"Ref": "Certificate"}, {"Ref": "CertificateArn"}]}}]
 

@@ -9,8 +9,8 @@ import pytest
 
 from app.contract import IN_FLIGHT_REQUESTS
 from stacks import model_load, wake
-from tests.cfn import generated, props, resources
-from tools import params, render
+from tests.cfn import generated, props, rendered, resources
+from tools import params
 
 
 def monitoring_template():
@@ -42,7 +42,8 @@ def test_placement_rule_watches_the_service_that_root_passes_in():
 def test_alarms_cover_5xx_health_latency_and_capacity_and_notify_the_topic():
     alarms = resources(monitoring_template(), "AWS::CloudWatch::Alarm")
     assert set(alarms) == {"Target5xxAlarm", "Elb5xxAlarm", "UnhealthyHostsAlarm",
-                           "TimeToFirstTokenAlarm", "PendingTasksAlarm"}
+                           "TimeToFirstTokenAlarm", "PendingTasksAlarm",
+                           "CapacityProvisioningAlarm"}
     assert props(alarms["TimeToFirstTokenAlarm"])["ExtendedStatistic"] == "p95"
     for alarm in alarms.values():
         assert props(alarm)["AlarmActions"] == [{"Ref": "AlarmTopic"}]
@@ -50,7 +51,7 @@ def test_alarms_cover_5xx_health_latency_and_capacity_and_notify_the_topic():
 
 @cache
 def rendered_alarms(env: str) -> dict[str, dict]:
-    templates = render.render_environment(env).templates
+    templates = rendered(env)
     return {name: props(body) for name, body in
             resources(templates["monitoring.json"], "AWS::CloudWatch::Alarm").items()}
 
@@ -74,16 +75,34 @@ def test_elb_5xx_alarm_leaves_out_the_wake_503s_only_with_scale_to_zero(env):
 
 
 @pytest.mark.parametrize("env", params.environments())
-def test_pending_tasks_alarm_waits_out_an_ordinary_start(env):
-    # A wake or a scale-out onto a new instance: capacity, launch, then PENDING until the Ollama
-    # check passes (at most its StartTimeout). The old fixed 15 minutes paged at the default
-    # ModelLoadSeconds=600 (an ordinary start may take 18 minutes).
+def test_pending_tasks_alarm_waits_out_a_cold_pull_and_the_ollama_start(env):
+    # PendingTaskCount: a task that has an instance, pulling and starting; at most a cold pull
+    # and the Ollama StartTimeout before ECS stops it (stacks/wake.py pending_seconds).
     alarm = rendered_alarms(env)["PendingTasksAlarm"]
     load = int(params.load_env(env)["ModelLoadSeconds"])
     assert alarm["EvaluationPeriods"] * alarm["Period"] > wake.pending_seconds(load)
     assert alarm["DatapointsToAlarm"] == alarm["EvaluationPeriods"]
     assert (alarm["MetricName"], alarm["Statistic"], alarm["Threshold"]) == (
         "PendingTaskCount", "Maximum", 1)
+
+
+@pytest.mark.parametrize("env", params.environments())
+def test_tasks_waiting_for_an_instance_page_on_capacity_provider_reservation(env):
+    """PendingTaskCount counts PENDING tasks only; a task waiting for a GPU instance is
+    PROVISIONING, which CapacityProviderReservation above 100 shows. The alarm waits out one
+    cold managed-scaling step (one step covers every start: test_wake_budget.py)."""
+    alarm = rendered_alarms(env)["CapacityProvisioningAlarm"]
+    cluster = rendered(env)["cluster.json"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == (
+        "AWS/ECS/ManagedScaling", "CapacityProviderReservation")
+    dims = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+    assert dims == {"ClusterName": cluster["Outputs"]["ClusterName"]["Value"],
+                    "CapacityProviderName": cluster["Outputs"]["CapacityProviderName"]["Value"]}
+    assert (alarm["Threshold"], alarm["ComparisonOperator"], alarm["Statistic"]) == (
+        100, "GreaterThanThreshold", "Minimum")
+    assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"]
+    assert alarm["EvaluationPeriods"] * alarm["Period"] > wake.capacity_seconds()
+    assert alarm["TreatMissingData"] == "notBreaching"
 
 
 def test_pending_alarm_minutes_are_mapped_for_every_load_tier():

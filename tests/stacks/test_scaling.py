@@ -8,24 +8,21 @@ thresholds and missing-data handling.
 
 from __future__ import annotations
 
-from functools import cache
-
 import pytest
 
 from app.contract import IN_FLIGHT_REQUESTS, METRIC_NAMESPACE
 from stacks import wake
 from tests.cfn import generated, props, resources
-from tools import params, render
+from tests.cfn import rendered as rendered_templates
+from tools import params
 
 
 def service_template():
     return generated()["service.json"]
 
 
-@cache
 def rendered(env: str, **overrides: str) -> dict:
-    values = params.load_env(env) | overrides
-    return render.render_environment(env, values=values).templates["service.json"]["Resources"]
+    return rendered_templates(env, **overrides)["service.json"]["Resources"]
 
 
 def target_tracking(template_resources: dict) -> dict[str, dict]:
@@ -105,6 +102,7 @@ def test_floor_is_zero_with_scale_to_zero_and_the_schedule_keeps_it(env):
 
 
 # -- scale to zero: alarms and step policies ---------------------------------------------------
+# The alarms' behaviour over traffic is tests/stacks/test_wake_alarms.py; here their shape.
 
 
 def step_policy(template_resources, name):
@@ -117,52 +115,88 @@ def metric_stats(alarm: dict) -> dict[str, dict]:
     return {m["Id"]: m["MetricStat"] for m in alarm["Metrics"] if "MetricStat" in m}
 
 
-def test_idle_alarm_counts_every_request_for_idle_minutes_and_missing_data_is_idle():
-    dev = rendered("dev")
-    alarm = props(dev["IdleAlarm"])
-    stats = metric_stats(alarm)
-    assert {k: (v["Metric"]["Namespace"], v["Metric"]["MetricName"], v["Stat"], v["Period"])
-            for k, v in stats.items()} == {
-        "requests": ("AWS/ApplicationELB", "RequestCount", "Sum", 60),
-        "rejected": ("AWS/ApplicationELB", "HTTPCode_ELB_503_Count", "Sum", 60)}
+def test_idle_alarm_reads_what_reached_the_forward_rule_and_always_has_a_datapoint():
+    alarm = props(rendered("dev")["IdleAlarm"])
+    stats = {k: (v["Metric"]["Namespace"], v["Metric"]["MetricName"], v["Stat"], v["Period"],
+                 sorted(d["Name"] for d in v["Metric"]["Dimensions"]))
+             for k, v in metric_stats(alarm).items()}
+    assert stats == {
+        "served": ("AWS/ApplicationELB", "RequestCount", "Sum", 60, ["LoadBalancer", "TargetGroup"]),
+        "rejected": ("AWS/ApplicationELB", "HTTPCode_ELB_503_Count", "Sum", 60, ["LoadBalancer"])}
     (expression,) = [m for m in alarm["Metrics"] if m.get("ReturnData")]
-    assert expression["Expression"] == "FILL(requests, 0) + FILL(rejected, 0)"
+    assert "TIME_SERIES(0)" in expression["Expression"]
     idle = int(params.load_env("dev")["IdleMinutes"])
     assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (idle, idle)
     assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "LessThanOrEqualToThreshold")
-    assert alarm["TreatMissingData"] == "breaching"
 
 
-def test_wake_alarm_fires_on_the_first_503_and_silence_is_not_a_wake():
+def test_wake_alarm_reads_503s_and_the_running_task_count():
     alarm = props(rendered("dev")["WakeAlarm"])
-    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"], alarm["Period"]) == (
-        "AWS/ApplicationELB", "HTTPCode_ELB_503_Count", "Sum", 60)
+    stats = {k: (v["Metric"]["Namespace"], v["Metric"]["MetricName"], v["Stat"])
+             for k, v in metric_stats(alarm).items()}
+    assert stats == {"rejected": ("AWS/ApplicationELB", "HTTPCode_ELB_503_Count", "Sum"),
+                     "running": ("ECS/ContainerInsights", "RunningTaskCount", "Maximum")}
+    running = metric_stats(alarm)["running"]["Metric"]["Dimensions"]
+    task = props(rendered("dev")["TaskDefinition"])
+    gateway = next(c for c in task["ContainerDefinitions"] if c["Name"] == "gateway")
+    env = {e["Name"]: e["Value"] for e in gateway["Environment"]}
+    assert {d["Name"]: d["Value"] for d in running} == {
+        "ClusterName": env["GATEWAY_CLUSTER_NAME"], "ServiceName": env["GATEWAY_SERVICE_NAME"]}
     assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (1, 1)
     assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
     assert alarm["TreatMissingData"] == "notBreaching"
+
+
+def test_container_insights_is_on_for_the_running_task_count():
+    cluster = props(rendered_templates("dev")["cluster.json"]["Resources"]["Cluster"])
+    assert {"Name": "containerInsights", "Value": "enabled"} in cluster["ClusterSettings"]
 
 
 @pytest.mark.parametrize(("alarm", "policy", "capacity"), [
     ("IdleAlarm", "IdleScaling", 0), ("WakeAlarm", "WakeScaling", 1)])
 def test_each_alarm_sets_an_exact_capacity_on_every_invocation(alarm, policy, capacity):
     template = resources(service_template())
-    assert props(template[alarm])["AlarmActions"] == [{"Ref": policy}]
+    assert props(template[alarm])["AlarmActions"][0] == {"Ref": policy}
     config = step_policy(template, policy)
     assert config["AdjustmentType"] == "ExactCapacity"
-    # One step over the whole range: re-invocations (every minute in ALARM) set the same value.
-    assert config["StepAdjustments"] == [{"ScalingAdjustment": capacity}]
+    (step,) = config["StepAdjustments"]  # one step: re-invocations set the same value
+    assert step["ScalingAdjustment"] == capacity
     # Short: step scaling does not repeat a scale-out of the same size within its cooldown.
     assert config["Cooldown"] == 60
     assert props(template[policy])["ScalingTargetId"] == {"Ref": "ScalableTarget"}
 
 
-@pytest.mark.parametrize("name", ["IdleAlarm", "WakeAlarm"])
-def test_alarms_watch_this_load_balancer(name):
-    alarm = props(service_template()["Resources"][name])
-    dimensions = ([d for m in metric_stats(alarm).values() for d in m["Metric"]["Dimensions"]]
-                  if "Metrics" in alarm else alarm["Dimensions"])
-    assert dimensions and all(d == {"Name": "LoadBalancer", "Value": {"Ref": "LoadBalancerFullName"}}
-                              for d in dimensions)
+BREACH_SIDE = {"GreaterThanOrEqualToThreshold": "MetricIntervalLowerBound",
+               "GreaterThanThreshold": "MetricIntervalLowerBound",
+               "LessThanOrEqualToThreshold": "MetricIntervalUpperBound",
+               "LessThanThreshold": "MetricIntervalUpperBound"}
+
+
+@pytest.mark.parametrize("env", params.environments())
+def test_step_adjustments_follow_the_api_rules_and_cover_the_breach(env):
+    """StepAdjustment: "The upper and lower bound can't be null in the same step adjustment";
+    bounds are relative to the alarm's threshold; the ranges may not overlap or leave a gap
+    (https://docs.aws.amazon.com/autoscaling/application/APIReference/API_StepAdjustment.html,
+    the same rules for EC2 Auto Scaling). Every step policy of every layer, with its alarm."""
+    templates = rendered_templates(env)
+    alarms = [props(body) for t in templates.values()
+              for body in resources(t, "AWS::CloudWatch::Alarm").values()]
+    policies = {(lid, f): body for f, t in templates.items() for lid, body in resources(t).items()
+                if body["Type"].endswith("::ScalingPolicy")
+                and props(body).get("PolicyType") == "StepScaling"}
+    if params.load_env(env)["ScaleToZero"] == "true":
+        assert policies, "scale-to-zero without step policies"
+    for (lid, file_name), body in policies.items():
+        config = props(body).get("StepScalingPolicyConfiguration") or props(body)
+        steps = config["StepAdjustments"]
+        for step in steps:
+            assert "MetricIntervalLowerBound" in step or "MetricIntervalUpperBound" in step, lid
+        invoking = [a for a in alarms if any(lid in str(action) or str(action).endswith(lid)
+                                             for action in a.get("AlarmActions", []))]
+        assert invoking, f"{file_name}:{lid}: no alarm invokes it"
+        for alarm in invoking:
+            side = BREACH_SIDE[alarm["ComparisonOperator"]]
+            assert any(step.get(side) == 0 for step in steps), (lid, side, steps)
 
 
 def test_scale_to_zero_exists_only_where_it_is_on():
@@ -178,13 +212,34 @@ def test_scale_to_zero_exists_only_where_it_is_on():
 def test_idle_minutes_outlast_a_wake(env):
     # A waking task serves nothing until it is ready; if IdleMinutes ran out first, the idle
     # policy would stop it. Its 503s keep the idle alarm OK only while clients retry.
-    values = params.load_env(env)
+    values = params.with_defaults(env)
     if values["ScaleToZero"] != "true":
         pytest.skip(f"{env}: scale-to-zero off")
-    assert int(values["IdleMinutes"]) * 60 > wake.wake_seconds(int(values["ModelLoadSeconds"]))
+    assert int(values["IdleMinutes"]) * 60 > wake.wake_seconds(values)
 
 
-def test_the_shortest_idle_minutes_allowed_outlast_a_wake_at_the_default_budget():
+def test_the_shortest_idle_minutes_allowed_outlast_the_slowest_wake():
+    """No warm pool (a cold launch and pull) at the largest load budget: still within the
+    smallest IdleMinutes the parameter allows."""
     from stacks import model_load
     minimum = service_template()["Parameters"]["IdleMinutes"]["MinValue"]
-    assert minimum * 60 > wake.wake_seconds(model_load.DEFAULT_LOAD_SECONDS)
+    slowest = params.with_defaults("dev") | {"WarmPoolEnabled": "false",
+                                             model_load.MODEL_LOAD_SECONDS: str(max(model_load.LOAD_TIERS))}
+    assert minimum * 60 > wake.wake_seconds(slowest)
+
+
+def test_the_wake_alarm_also_sets_the_gpu_group_to_one_instance():
+    dev = rendered_templates("dev")
+    policy = props(dev["service.json"]["Resources"]["InstanceWakeScaling"])
+    assert (policy["PolicyType"], policy["AdjustmentType"]) == ("StepScaling", "ExactCapacity")
+    assert policy["StepAdjustments"] == [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
+    assert policy["AutoScalingGroupName"] == dev["cluster.json"]["Outputs"][
+        "AutoScalingGroupName"]["Value"]
+    # nothing it could cut: new instances are protected from scale-in
+    group = props(dev["cluster.json"]["Resources"]["AutoScalingGroup"])
+    assert group["NewInstancesProtectedFromScaleIn"] is True
+    wake_alarm = props(dev["service.json"]["Resources"]["WakeAlarm"])
+    assert props(service_template()["Resources"]["WakeAlarm"])["AlarmActions"] == [
+        {"Ref": "WakeScaling"}, {"Ref": "InstanceWakeScaling"}]
+    assert len(wake_alarm["AlarmActions"]) == 2
+    assert "InstanceWakeScaling" not in rendered("prod")

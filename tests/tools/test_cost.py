@@ -166,6 +166,9 @@ ENVS = [
     ("dev", "GPU instances (On-Demand)", 0.0, DEV_ON_SHARE * 1 * H * G5),
     ("dev", "NAT gateways (hourly)", 1 * H * PRICE_FILE["nat.hour"]["usd"],
      1 * H * PRICE_FILE["nat.hour"]["usd"]),
+    # dev's warm pool (the wake budget needs it): 1 stopped instance at every hour, even at zero
+    ("dev", "Warm pool (stopped: EBS only)", 1 * 100 * PRICE_FILE["ebs.gp3"]["usd"],
+     1 * 100 * PRICE_FILE["ebs.gp3"]["usd"]),
     ("prod", "GPU instances (On-Demand)", 2 * H * G5, 4 * H * G5),
     ("prod", "Warm pool (stopped: EBS only)", 1 * 100 * PRICE_FILE["ebs.gp3"]["usd"],
      1 * 100 * PRICE_FILE["ebs.gp3"]["usd"]),
@@ -205,6 +208,15 @@ def test_scale_to_zero_drops_the_floor_by_the_gpu_instances():
     assert gpu(on).floor == 0.0 and gpu(on).ceiling == pytest.approx(gpu(off).ceiling)
     assert off.floor - on.floor >= gpu(off).floor  # and the volumes, logs of the idle task
     assert "idle: 0 tasks after 30 min without a request" in gpu(on).basis
+
+
+def test_throughput_above_the_included_is_named_as_unpriced():
+    (base_facts, base), (fast_facts, fast) = _dev(), _dev(RootVolumeThroughputMiBps="400")
+    assert (base_facts.root_volume_throughput, fast_facts.root_volume_throughput) == (
+        facts_mod.GP3_INCLUDED_THROUGHPUT, 400)
+    volumes = lambda e: next(x for x in e.lines if x.component == "Root volumes (EBS)")  # noqa: E731
+    assert "not priced" not in volumes(base).basis
+    assert "275 MiB/s of throughput above the included 125 are not priced" in volumes(fast).basis
 
 
 def test_facts_see_the_spot_group():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from tools.cost.facts import Facts
+from tools.cost.facts import GP3_INCLUDED_THROUGHPUT, Facts
 from tools.cost.prices import PriceBook
 
 HOURS_PER_MONTH = 730
@@ -119,9 +119,12 @@ def build(facts: Facts, book: PriceBook, assumed: dict[str, float]) -> Estimate:
         f"at {priced} ({sched}{idle})")
     vol_price = p.usd(f"ebs.{facts.root_volume_type}")
     vol = facts.root_volume_gb * vol_price
+    extra = facts.root_volume_throughput - GP3_INCLUDED_THROUGHPUT
+    unpriced = (f"; the {extra} MiB/s of throughput above the included "
+                f"{GP3_INCLUDED_THROUGHPUT} are not priced here" if extra > 0 else "")
     add("Root volumes (EBS)", inst["floor"] * vol, inst["ceiling"] * vol,
         f"{facts.root_volume_gb} GB {facts.root_volume_type} per running instance; deleted "
-        "with the instance")
+        f"with the instance{unpriced}")
     pool = {k: _weighted(facts, lambda ph, k=k: facts.warm_pool_size(
         facts.instances_for(ph.min_tasks if k == "floor" else ph.max_tasks)))
         for k in ("floor", "ceiling")}

@@ -18,6 +18,9 @@ from stacks.gpu import GPUS_PER_INSTANCE
 from tools import render
 from tools.cost.schedule import Phase, phases
 
+# gp3 includes 125 MiB/s in the storage price (https://docs.aws.amazon.com/ebs/latest/userguide/general-purpose.html).
+GP3_INCLUDED_THROUGHPUT = 125
+
 
 class FactsError(ValueError):
     """The rendering lacks something the estimate needs; the message names it."""
@@ -66,6 +69,7 @@ class Facts:
     # Minutes without a request after which a step policy sets 0 tasks (scale-to-zero), or None.
     idle_minutes: int | None = None
     spot: bool = False  # the GPU group launches Spot only (a mixed-instances policy, 0% On-Demand)
+    root_volume_throughput: int = GP3_INCLUDED_THROUGHPUT  # MiB/s (gp3 Throughput)
 
     def instances_for(self, tasks: int) -> int:
         """Instances the capacity provider keeps for `tasks` tasks: one GPU each, packed, at least
@@ -198,6 +202,7 @@ def from_rendering(env: str, rendered: render.Rendered) -> Facts:
         idle_minutes=_idle_minutes(by_type("AWS::ApplicationAutoScaling::ScalingPolicy"), alarms),
         spot=bool(mixed) and int(distribution.get("OnDemandBaseCapacity", 0)) == 0
         and int(distribution.get("OnDemandPercentageAboveBaseCapacity", 100)) == 0,
+        root_volume_throughput=int(root.get("Throughput", GP3_INCLUDED_THROUGHPUT)),
     )
 
 

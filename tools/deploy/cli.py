@@ -104,11 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     step("wake-check", "time a wake from zero tasks (ScaleToZero=true) on a real account",
          "Wait (bounded, saying for what) until the service runs 0 tasks after IdleMinutes "
-         "without a request; send one request to ServiceUrl/readyz (expects the load "
-         "balancer's 503); poll /readyz with backoff until 200, then one authenticated GET "
-         "/v1/models; print the time per part (wake alarm, desired count 1, instance launch or "
-         "warm-pool start, registration, image pull, task RUNNING, target healthy, first 200) "
-         "from the CloudWatch, Application Auto Scaling, Auto Scaling and ECS timestamps. "
+         "without a request; send one request to ServiceUrl/readyz without a key (expects "
+         "the listener's 401) and one with the API key (expects the load balancer's 503); poll "
+         "/readyz with the key and backoff until 200, then GET /v1/models; print the time per "
+         "part beside stacks/wake.py's budget (wake alarm, instance start, registration, image "
+         "pull, task RUNNING, target healthy, first 200) from the CloudWatch, Application Auto "
+         "Scaling, Auto Scaling and ECS timestamps. "
          "Refuses at night (MaxCapacity 0) and where ScaleToZero is off. Tested with stubbed "
          "AWS responses and a fake clock only: it has NOT run against AWS.")
 

@@ -213,7 +213,7 @@ def api_key(aws: Aws, secret_arn: str) -> str:
 def verify_service(aws: Aws, target: Target, values: dict[str, str], outputs: dict[str, str],
                    wait_timeout: int | None, *, sleep: Callable[[float], None] = time.sleep,
                    clock: Callable[[], float] = time.monotonic,
-                   knock: Callable[[str], int] = wake.knock) -> int:
+                   knock: Callable[[str, str | None], int] = wake.knock) -> int:
     cfn = aws.client("cloudformation")
     tree = aws_call(lambda: stackwatch.stack_tree(cfn, target.root_stack),
                     "list the stack's resources")
@@ -228,7 +228,9 @@ def verify_service(aws: Aws, target: Target, values: dict[str, str], outputs: di
     # At 0 desired tasks (scale-to-zero) "stable at 0/0" would pass with nothing run: wake it
     # the way a client does (tools/deploy/wake.py), then wait for one task of the new definition.
     if wake.describe(aws, ref.cluster, ref.service).get("desiredCount", 0) == 0:
-        wake.start_one_task(aws, target, tree, ref.cluster, ref.service, url, sleep=sleep,
+        # The wake request carries the key: only that passes the listener's forward rule.
+        wake.start_one_task(aws, target, tree, ref.cluster, ref.service, url,
+                            key=api_key(aws, secret) if secret else None, sleep=sleep,
                             clock=clock, knock_with=knock)
         if not wait_timeout:
             timeout += wake.wake_seconds(values, target)

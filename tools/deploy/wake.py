@@ -1,16 +1,19 @@
 """A service at zero tasks (scale-to-zero, stacks/scaling.py): find its wake path and use it.
 
 `deploy` (verify.py) and `wake-check` (wakecheck.py) both start the first task the way a client
-does: one request to the load balancer, whose own 503 (no registered target) drives WakeAlarm
-(HTTPCode_ELB_503_Count >= 1 in 60 s), whose step policy sets exactly 1 task. Neither calls
+does: one request with the API key (only a request with `Authorization: Bearer ...` reaches the
+forward rule, stacks/auth_gate.py; without one the listener answers 401 and nothing wakes),
+whose 503 from the load balancer (no registered target) drives WakeAlarm (a 503 while the
+service runs no task), whose step policies set exactly 1 task and 1 instance. The key is read
+from the API-key secret as the smoke test reads it (verify.api_key) and never printed. Neither calls
 UpdateService desiredCount=1: "as long as you have active scaling policies and alarms on a
 service, Service Auto Scaling could change a desired count that was manually set by you"
 (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/service-autoscaling-stepscaling.html),
 and IdleAlarm, in ALARM after IdleMinutes without a request, re-invokes its "exactly 0" policy on
 every evaluation while it stays there ("Except for Auto Scaling actions, the actions happen only
 on state transitions", https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/
-alarm-actions.html). A request counts for IdleAlarm (RequestCount + HTTPCode_ELB_503_Count), so
-the same request that wakes the service also takes IdleAlarm out of ALARM. A deployment does
+alarm-actions.html). An authenticated request counts for IdleAlarm (its 503), so the same
+request that wakes the service also takes IdleAlarm out of ALARM. A deployment does
 not block the wake: "scale-out processes continue to occur, unless suspended, during a
 deployment" (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/
 troubleshoot-service-auto-scaling.html).
@@ -21,11 +24,10 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from stacks import model_load
 from stacks import wake as wake_budget
 from tools import stackwatch
 from tools.deploy.target import Aws, DeployError, Target, aws_call, say
@@ -33,9 +35,9 @@ from tools.deploy.target import Aws, DeployError, Target, aws_call, say
 # Logical IDs in the service layer (stacks/scaling.py); present only where ScaleToZero=true.
 WAKE_ALARM = "WakeAlarm"
 IDLE_ALARM = "IdleAlarm"
-# The wake signal: WakeAlarm's 60 s period closes, CloudWatch evaluates it, the step policy
-# runs (stacks/wake.py WAKE_ALARM_SECONDS is our allowance for that), twice over, plus a poll.
-WAKE_SIGNAL_SECONDS = 2 * wake_budget.WAKE_ALARM_SECONDS + 60
+# The wake signal: WakeAlarm's 60 s period closes, CloudWatch evaluates it, the step policies
+# run (stacks/wake.py WAKE_ALARM_SECONDS + ACTION_SECONDS), twice over, plus a poll.
+WAKE_SIGNAL_SECONDS = 2 * (wake_budget.WAKE_ALARM_SECONDS + wake_budget.ACTION_SECONDS) + 60
 KNOCK_TIMEOUT_SECONDS = 30
 POLL_SECONDS = 15
 NOTHING_VERIFIED = "nothing verified: no task of the new task definition ran"
@@ -98,13 +100,19 @@ def alarm_state(aws: Aws, name: str) -> str:
     return f"{alarm.get('StateValue', '?')}{since}: {alarm.get('StateReason', '')[:200]}"
 
 
-def knock(url: str, timeout: float = KNOCK_TIMEOUT_SECONDS) -> int:
-    """One unauthenticated GET /readyz (public: the ALB health check path); its status."""
+def knock(url: str, key: str | None, timeout: float = KNOCK_TIMEOUT_SECONDS) -> int:
+    """One GET /readyz, with the API key as a bearer token (None: without); its status.
+
+    With a key it passes the listener's forward rule: the load balancer's 503 at zero tasks,
+    the gateway's /readyz once a task is registered. The key goes in the header only.
+    """
     target = url.rstrip("/") + "/readyz"
     if urlparse(target).scheme not in ("https", "http"):
         raise DeployError(f"refusing to call {target}: not an http(s) URL")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(target, headers=headers)  # noqa: S310 (scheme checked above)
     try:
-        with urllib.request.urlopen(target, timeout=timeout) as response:  # noqa: S310 (scheme checked above)
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (scheme checked above)
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
@@ -119,27 +127,31 @@ def describe(aws: Aws, cluster: str, service: str) -> dict:
     return found[0]
 
 
-def load_seconds(values: dict[str, str], target: Target) -> int:
-    declared = target.root_parameters().get(model_load.MODEL_LOAD_SECONDS, {})
-    return int(values.get(model_load.MODEL_LOAD_SECONDS) or declared.get("Default", 600))
+def with_defaults(values: Mapping[str, str], target: Target) -> dict[str, str]:
+    """The environment's values over the root template's defaults (what deploys)."""
+    defaults = {name: str(spec["Default"]) for name, spec in target.root_parameters().items()
+                if "Default" in spec}
+    return {**defaults, **values}
 
 
-def wake_seconds(values: dict[str, str], target: Target) -> int:
-    """stacks/wake.py's upper estimate of a wake, at this environment's model-load budget."""
-    return wake_budget.wake_seconds(load_seconds(values, target))
+def wake_seconds(values: Mapping[str, str], target: Target) -> int:
+    """stacks/wake.py's designed wake, for this environment's values."""
+    return wake_budget.wake_seconds(with_defaults(values, target))
 
 
-def send_wake_request(url: str, knock_with: Callable[[str], int]) -> int:
+def send_wake_request(url: str, key: str, knock_with: Callable[[str, str | None], int]) -> int:
     try:
-        status = knock_with(url)
+        status = knock_with(url, key)
     except (urllib.error.URLError, TimeoutError, OSError) as error:
         raise DeployError(f"wake request: {url} unreachable ({error})",
                           "check the ALB security group (AlbIngressCidr must include this "
                           "machine), the DNS record and the certificate (ServiceUrl)") from None
     if status == 503:
-        say(f"  GET {url.rstrip('/')}/readyz: 503 from the load balancer (no task), as expected")
+        say(f"  GET {url.rstrip('/')}/readyz with the API key: 503 from the load balancer (no "
+            "task), as expected")
     else:
-        say(f"  GET {url.rstrip('/')}/readyz: {status} (expected the load balancer's 503)")
+        say(f"  GET {url.rstrip('/')}/readyz with the API key: {status} (expected the load "
+            "balancer's 503)")
     return status
 
 
@@ -157,8 +169,9 @@ def wait_for_desired(aws: Aws, cluster: str, service: str, path: WakePath, *,
             raise DeployError(
                 f"the service stayed at 0 desired tasks for {int(timeout)} s after the wake "
                 f"request; {path.wake_alarm} is {alarm_state(aws, path.wake_alarm)}",
-                "an alarm in INSUFFICIENT_DATA/OK saw no HTTPCode_ELB_503_Count: check that "
-                "the request reached this load balancer (AlbIngressCidr, WAF, DNS); an alarm in "
+                "an alarm in INSUFFICIENT_DATA/OK saw no 503 while no task ran: check that the "
+                "request reached this load balancer with the key (AlbIngressCidr, WAF, DNS; a "
+                "request without a bearer key gets the listener's 401 and wakes nothing); an alarm in "
                 "ALARM whose policy did not act: read `aws application-autoscaling "
                 "describe-scaling-activities --service-namespace ecs` (docs/operations.md, "
                 "'Wake from zero')")
@@ -166,11 +179,12 @@ def wait_for_desired(aws: Aws, cluster: str, service: str, path: WakePath, *,
 
 
 def start_one_task(aws: Aws, target: Target, tree: list[stackwatch.StackNode], cluster: str,
-                   service: str, url: str | None, *, sleep: Callable[[float], None] = time.sleep,
+                   service: str, url: str | None, *, key: str | None,
+                   sleep: Callable[[float], None] = time.sleep,
                    clock: Callable[[], float] = time.monotonic,
-                   knock_with: Callable[[str], int] = knock) -> dict:
-    """deploy into a service at 0 tasks: wake it the way a client does, or fail saying that
-    nothing was verified. Returns the service once its desired count is at least 1."""
+                   knock_with: Callable[[str, str | None], int] = knock) -> dict:
+    """deploy into a service at 0 tasks: wake it the way a client does (with the API key), or
+    fail saying that nothing was verified. Returns the service once its desired count is >= 1."""
     say(f"the service {service} is at 0 desired tasks (scaled to zero): starting one task of "
         "the new task definition before verifying it")
     refuse_at_night(scalable_target(aws, cluster, service), target.env, NOTHING_VERIFIED)
@@ -184,8 +198,13 @@ def start_one_task(aws: Aws, target: Target, tree: list[stackwatch.StackNode], c
     if not url:
         raise DeployError(f"the stack has no ServiceUrl output to send the wake request to: "
                           f"{NOTHING_VERIFIED}")
-    say(f"  one request to the load balancer; {path.wake_alarm} (503 count >= 1 in 60 s) sets "
-        f"1 task (up to {WAKE_SIGNAL_SECONDS} s)")
-    send_wake_request(url, knock_with)
+    if not key:
+        raise DeployError(f"no API key to send the wake request with (the stack has no "
+                          f"ApiKeySecretArn output): {NOTHING_VERIFIED}",
+                          "a request without a bearer key gets the listener's 401 and wakes "
+                          "nothing (docs/infrastructure.md, Scale to zero)")
+    say(f"  one authenticated request to the load balancer; {path.wake_alarm} (a 503 while no "
+        f"task runs) sets 1 task and 1 instance (up to {WAKE_SIGNAL_SECONDS} s)")
+    send_wake_request(url, key, knock_with)
     return wait_for_desired(aws, cluster, service, path, timeout=WAKE_SIGNAL_SECONDS,
                             sleep=sleep, clock=clock)

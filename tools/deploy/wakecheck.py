@@ -1,15 +1,19 @@
 """make wake-check ENV=<env>: time a wake from zero tasks against a real account, part by part.
 
 1. wait (bounded) until the service runs 0 tasks: IdleAlarm goes to ALARM after IdleMinutes
-   without a request, the idle policy sets 0 tasks, ECS drains the task; send nothing meanwhile;
-2. one request to ServiceUrl/readyz, which must be the load balancer's own 503 (no target);
-3. poll /readyz with backoff until 200 (each poll is a request a real client would retry), then
-   one authenticated GET /v1/models;
-4. print the time per part from AWS's own timestamps: WakeAlarm's state change (CloudWatch alarm
-   history), the desired count 1 (Application Auto Scaling activity), the instance launch or
-   warm-pool start (Auto Scaling activity), the container instance registration, the task's
-   image pull and RUNNING (ECS Task createdAt/pullStartedAt/pullStoppedAt/startedAt:
-   https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Task.html). Target health
+   without an authenticated request, the idle policy sets 0 tasks, ECS drains the task; send
+   nothing meanwhile;
+2. one request to ServiceUrl/readyz WITHOUT a key, which must get the listener's 401 (the auth
+   gate, stacks/auth_gate.py: it reaches no task and wakes nothing), then one WITH the API key
+   (read as the smoke test reads it, never printed), which must get the load balancer's 503;
+3. poll /readyz with the key and backoff until 200 (each poll is a request a real client would
+   retry), then one GET /v1/models;
+4. print the time per part, beside stacks/wake.py's budget for the same part (Part.measured),
+   from AWS's own timestamps: WakeAlarm's state change (CloudWatch alarm history), the instance
+   launch or warm-pool start (Auto Scaling activity), the container instance registration, the
+   task's image pull and RUNNING (ECS Task pullStartedAt/pullStoppedAt/startedAt:
+   https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Task.html), and the desired
+   count 1 (Application Auto Scaling activity, in parallel with the instance). Target health
    has no timestamp in the ELB API (DescribeTargetHealth), so "healthy" and "first 200" are
    this machine's clock, to the resolution of the polls.
 
@@ -24,7 +28,7 @@ import time
 from collections.abc import Callable
 
 from app.contract import TIMEOUTS
-from stacks import names, scaling
+from stacks import auth_gate, names, scaling
 from stacks import wake as wake_budget
 from tools import stackwatch
 from tools.deploy import verify, wake
@@ -35,34 +39,45 @@ ZERO_POLL_SECONDS = 60
 ZERO_MARGIN_SECONDS = 300
 WAKE_MARGIN_SECONDS = 300  # ALB healthy threshold and the first answers after the estimate
 BACKOFF_SECONDS = (5, 10, 20, 40, 60)  # then 60 s: what docs/infrastructure.md tells clients
+GATE_STATUS = int(auth_gate.STATUS)  # the listener's answer to a request without a key
 
 Clock = Callable[[], datetime.datetime]
 
-# (part, from mark, to mark): the wake's parts in order (stacks/wake.py names the same parts).
-PARTS = (
-    ("wake alarm: 503 counted, WakeAlarm in ALARM", "request", "alarm"),
-    ("wake policy: desired count 1", "alarm", "desired"),
-    ("capacity provider: instance launch requested", "desired", "launch_start"),
-    ("instance launch (or warm-pool start)", "launch_start", "launch_end"),
-    ("boot + ECS agent registers the instance", "launch_end", "registered"),
-    ("task placed, image pull starts", "registered", "pull_start"),
-    ("image pull", "pull_start", "pull_end"),
-    ("containers start, model load: task RUNNING", "pull_end", "running"),
-    ("load balancer health checks: target healthy (polled)", "running", "healthy"),
-    ("first 200 from /readyz (polled)", "healthy", "first_200"),
+# Each measured interval of stacks/wake.py MEASURED, labelled; then what the budget does not
+# state: the parallel desired count and the client's first 200 (its own polling).
+LABELS = {
+    "alarm": "wake alarm: 503 counted, WakeAlarm in ALARM",
+    "instance_requested": "alarm action: the group starts an instance",
+    "instance_start": "instance start (warm pool) or launch + boot",
+    "registered": "ECS agent registers the instance",
+    "placed": "task placed, image pull starts",
+    "pulled": "image pull",
+    "running": "containers start, model load: task RUNNING",
+    "healthy": "load balancer health checks: target healthy (polled)",
+}
+PARTS = tuple((LABELS[key], start, end, key) for key, start, end in wake_budget.MEASURED) + (
+    ("first 200 from /readyz (polled)", "healthy", "first_200", None),
+    ("(in parallel) wake policy: desired count 1", "alarm", "desired", None),
 )
 
 
-def timeline(marks: dict[str, datetime.datetime | None]) -> list[str]:
-    """One line per part with its seconds, or what was not seen; then the total."""
-    lines = []
-    for label, start, end in PARTS:
+def timeline(marks: dict[str, datetime.datetime | None],
+             parts: list[wake_budget.Part] | None = None) -> list[str]:
+    """One line per part: stacks/wake.py's budget and what was measured (or not seen); then
+    the total from the request to the first 200."""
+    budgeted: dict[str, float] = {}
+    for part in parts or []:
+        budgeted[part.measured] = budgeted.get(part.measured, 0) + part.seconds
+    lines = [f"  {'part':<52} {'budget':>8} {'measured':>10}"]
+    for label, start, end, key in PARTS:
         a, b = marks.get(start), marks.get(end)
-        took = f"{(b - a).total_seconds():7.0f} s" if a and b else "   not seen"
-        lines.append(f"  {label:<52} {took}")
+        took = f"{(b - a).total_seconds():8.0f} s" if a and b else "  not seen"
+        plan = f"{budgeted[key]:6.0f} s" if key in budgeted else "       -"
+        lines.append(f"  {label:<52} {plan} {took}")
     first, request = marks.get("first_200"), marks.get("request")
-    total = f"{(first - request).total_seconds():7.0f} s" if first and request else "   not seen"
-    lines.append(f"  {'total: request -> first 200':<52} {total}")
+    total = f"{(first - request).total_seconds():8.0f} s" if first and request else "  not seen"
+    plan = f"{wake_budget.total(parts):6.0f} s" if parts else "       -"
+    lines.append(f"  {'total: request -> first 200':<52} {plan} {total}")
     return lines
 
 
@@ -93,9 +108,9 @@ def wait_for_zero(aws: Aws, ref: verify.ServiceRef, path: wake.WakePath, timeout
             state = wake.alarm_state(aws, path.idle_alarm) if path.idle_alarm else "unknown"
             raise DeployError(f"the service still runs {counts[1]} task(s) after {timeout // 60}"
                               f" min; {path.idle_alarm} is {state}",
-                              "something still sends requests (the idle alarm counts every "
-                              "request the load balancer sees), or IdleMinutes is longer: run "
-                              "wake-check when the environment is idle")
+                              "something still sends authenticated requests (the idle alarm "
+                              "counts every request that reaches the forward rule), or "
+                              "IdleMinutes is longer: run wake-check when the environment is idle")
         sleep(ZERO_POLL_SECONDS)
 
 
@@ -113,8 +128,8 @@ def healthy(aws: Aws, group: str | None) -> bool:
     return any(t.get("TargetHealth", {}).get("State") == "healthy" for t in found)
 
 
-def poll_until_ready(aws: Aws, url: str, group: str | None, timeout: int,
-                     knock_with: Callable[[str], int], sleep: Callable[[float], None],
+def poll_until_ready(aws: Aws, url: str, key: str, group: str | None, timeout: int,
+                     knock_with: Callable[[str, str | None], int], sleep: Callable[[float], None],
                      clock: Clock) -> dict[str, datetime.datetime | None]:
     marks: dict[str, datetime.datetime | None] = {"healthy": None}
     deadline = clock() + datetime.timedelta(seconds=timeout)
@@ -124,7 +139,7 @@ def poll_until_ready(aws: Aws, url: str, group: str | None, timeout: int,
         if marks["healthy"] is None and healthy(aws, group):
             marks["healthy"] = clock()
         try:
-            status: int | str = knock_with(url)
+            status: int | str = knock_with(url, key)
         except OSError as error:  # urllib's URLError included: retry like a client would
             status = f"no answer ({error})"
         if status != last:
@@ -197,7 +212,7 @@ def aws_marks(aws: Aws, ref: verify.ServiceRef, path: wake.WakePath,
 
 def wake_check(aws: Aws, target: Target, *, sleep: Callable[[float], None] = time.sleep,
                clock: Clock = lambda: datetime.datetime.now(UTC),
-               knock_with: Callable[[str], int] = wake.knock,
+               knock_with: Callable[[str, str | None], int] = wake.knock,
                request: Callable = verify.http_json) -> int:
     cfn = aws.client("cloudformation")
     tree = aws_call(lambda: stackwatch.stack_tree(cfn, target.root_stack),
@@ -212,37 +227,44 @@ def wake_check(aws: Aws, target: Target, *, sleep: Callable[[float], None] = tim
     stack = aws_call(lambda: stackwatch.describe_stack(cfn, target.root_stack),
                      f"read stack {target.root_stack}")
     outputs = stackwatch.outputs_of(stack)
-    url = outputs.get(names.SERVICE_URL)
-    if not url:
-        raise DeployError(f"stack {target.root_stack} has no {names.SERVICE_URL} output")
+    url, secret = outputs.get(names.SERVICE_URL), outputs.get(names.API_KEY_SECRET_ARN)
+    if not url or not secret:
+        raise DeployError(f"stack {target.root_stack} has no {names.SERVICE_URL} and "
+                          f"{names.API_KEY_SECRET_ARN} outputs (the wake request needs both)")
     wake.refuse_at_night(wake.scalable_target(aws, ref.cluster, ref.service), target.env,
                          "a wake now would only time the night's 503s")
     values = target.params
     wait_for_zero(aws, ref, path, zero_timeout(values, target), sleep, clock)
     group = target_group(wake.describe(aws, ref.cluster, ref.service))
-    bound = wake.wake_seconds(values, target) + WAKE_MARGIN_SECONDS
-    say(f"one request to {url}/readyz, then /readyz with backoff until 200 (up to "
-        f"{bound // 60} min: stacks/wake.py's estimate + {WAKE_MARGIN_SECONDS} s)")
+    parts = wake_budget.budget(wake.with_defaults(values, target))
+    bound = wake_budget.total(parts) + WAKE_MARGIN_SECONDS
+    gate = knock_with(url, None)
+    if gate != GATE_STATUS:
+        raise DeployError(f"GET {url}/readyz without a key got {gate}, not the listener's "
+                          f"{GATE_STATUS}: requests without a key reach the target group (and "
+                          "wake the service)", "deploy the current templates "
+                          "(stacks/auth_gate.py: the HTTPS listener's rules)")
+    say(f"  GET {url.rstrip('/')}/readyz without a key: {gate} from the listener (no wake)")
+    key = verify.api_key(aws, secret)
+    say(f"one request to {url}/readyz with the API key, then /readyz with backoff until 200 "
+        f"(up to {bound // 60} min: stacks/wake.py's budget + {WAKE_MARGIN_SECONDS} s)")
     request_at = clock()
-    status = wake.send_wake_request(url, knock_with)
+    status = wake.send_wake_request(url, key, knock_with)
     if status != 503:
         raise DeployError(f"the first request got {status}, not the load balancer's 503: the "
                           "service was not at zero, so this would not time a wake",
                           "run wake-check again when the environment is idle")
     marks = {"request": request_at,
-             **poll_until_ready(aws, url, group, bound, knock_with, sleep, clock)}
+             **poll_until_ready(aws, url, key, group, bound, knock_with, sleep, clock)}
     say(f"  /readyz: 200 after {(marks['first_200'] - request_at).total_seconds():.0f} s")
-    secret = outputs.get(names.API_KEY_SECRET_ARN)
-    if secret:
-        status, body = request("GET", f"{url.rstrip('/')}/v1/models",
-                               verify.api_key(aws, secret))
-        if status != 200:
-            raise DeployError(f"GET /v1/models answered {status} {str(body)[:200]} after the "
-                              "wake", "read the gateway log group")
-        say("  GET /v1/models (authenticated): 200")
+    status, body = request("GET", f"{url.rstrip('/')}/v1/models", key)
+    if status != 200:
+        raise DeployError(f"GET /v1/models answered {status} {str(body)[:200]} after the "
+                          "wake", "read the gateway log group")
+    say("  GET /v1/models (authenticated): 200")
     marks |= aws_marks(aws, ref, path, request_at)
     say(f"wake of {ref.service} by part (AWS timestamps; 'polled' = this machine's clock):")
-    for line in timeline(marks):
+    for line in timeline(marks, parts):
         say(line)
     if marks.get("launch_start") is None:
         say("  no instance launch after the request: an instance was already in the cluster")

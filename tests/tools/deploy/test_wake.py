@@ -2,14 +2,17 @@
 
 Stubbed AWS (botocore Stubber): every case pins the calls the deploy makes, in order, and the
 Stubber fails on any other call, so "no UpdateService" is part of every case. The wake request
-and the smoke test are fakes that record their calls; the clock is fake.
+and the smoke test are fakes that record their calls (with the key they were given: only a
+request with the key passes the listener's forward rule); the clock is fake.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from stacks import wake as wake_budget
 from tests.tools.deploy.stubs import ACCOUNT, NOW, REGION, ROOT, aws_with, resource, target
+from tools import params
 from tools.deploy import verify, wake
 from tools.deploy.target import DeployError
 
@@ -81,16 +84,16 @@ def run(stubs, monkeypatch):
                         lambda url, key, model, sleep=None: calls["smoke"].append((url, key)))
     monkeypatch.setattr(verify, "api_key", lambda aws, arn: "k1")
 
-    def go(knock_status: int = 503, timeout: int | None = None):
+    def go(knock_status: int = 503, timeout: int | None = None, outputs=None):
         clock = FakeClock()
 
-        def knock(url):
-            calls["knock"].append((url, clock.now))
+        def knock(url, key):
+            calls["knock"].append((url, key, clock.now))
             return knock_status
 
         aws = aws_with(stubs, "cloudformation", "ecs", "application-autoscaling", "cloudwatch")
-        result = verify.verify_service(aws, target(), target().params, OUTPUTS, timeout,
-                                       sleep=clock.sleep, clock=clock, knock=knock)
+        result = verify.verify_service(aws, target(), target().params, outputs or OUTPUTS,
+                                       timeout, sleep=clock.sleep, clock=clock, knock=knock)
         return calls, result, clock
     return go
 
@@ -124,7 +127,8 @@ def test_deploy_into_a_service_at_zero(stubs, run, capsys, case, has_wake, max_c
         expect_service(stubs, 1, running=1)
         calls, result, clock = run()
         assert result == 0, case
-        assert calls["knock"] == [(URL, 0.0)]  # exactly one wake request, before any wait
+        # exactly one wake request, before any wait, with the key the smoke test uses
+        assert calls["knock"] == [(URL, "k1", 0.0)]
         assert calls["smoke"] == [(URL, "k1")]
         out = capsys.readouterr().out
         assert "503 from the load balancer" in out and "service stable" in out
@@ -178,7 +182,7 @@ def test_the_wake_time_is_added_to_the_stability_timeout(stubs, run, capsys):
     run()
     base = verify.stability_timeout(target().params, target())
     wake_time = wake.wake_seconds(target().params, target())
-    assert wake_time == 1175  # stacks/wake.py at dev's ModelLoadSeconds=600
+    assert wake_time == wake_budget.wake_seconds(params.with_defaults("dev"))
     assert f"up to {(base + wake_time) // 60} min" in capsys.readouterr().out
 
 
@@ -195,3 +199,38 @@ def test_wake_path_is_the_stacks_wake_alarm(resources, expected):
     tree = [StackNode("Service", NESTED, [resource(logical, "AWS::CloudWatch::Alarm", name)
                                           for logical, name in resources])]
     assert wake.wake_path(tree) == expected
+
+
+def test_a_wake_without_the_api_key_is_refused_before_any_request(stubs, run):
+    """Without the key the request gets the listener's 401 and wakes nothing
+    (stacks/auth_gate.py): the deploy must not send it and wait for a wake that cannot come."""
+    expect_tree(stubs, wake_path=True)
+    expect_service(stubs, 0)
+    expect_scalable_target(stubs, 2)
+    with pytest.raises(DeployError, match="no API key") as raised:
+        run(outputs={"ServiceUrl": URL})
+    assert "nothing verified" in raised.value.message and "401" in raised.value.hint
+
+
+def test_the_wake_request_carries_the_key_in_the_header_only(monkeypatch):
+    sent = {}
+
+    class Response:
+        status = 503
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *args):
+            return False
+
+    def urlopen(request, timeout):
+        sent.update(url=request.full_url, headers=dict(request.header_items()), timeout=timeout)
+        return Response()
+
+    monkeypatch.setattr(wake.urllib.request, "urlopen", urlopen)
+    assert wake.knock(URL, "k-secret") == 503
+    assert sent["headers"] == {"Authorization": "Bearer k-secret"}
+    assert "k-secret" not in sent["url"]
+    wake.knock(URL, None)
+    assert sent["headers"] == {}  # without a key: no Authorization header at all

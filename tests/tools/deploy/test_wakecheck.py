@@ -7,6 +7,7 @@ import datetime
 
 import pytest
 
+from stacks import wake as wake_budget
 from tests.tools.deploy.stubs import NOW, ROOT, aws_with, resource, stack, target
 from tests.tools.deploy.test_wake import (
     CLUSTER,
@@ -83,8 +84,13 @@ def poll_times(until: float) -> list[float]:
 
 
 # The AWS side of one wake, in seconds after the request (what the stubs report).
-WAKE = {"alarm": 90, "desired": 95, "launch_start": 130, "launch_end": 160, "registered": 240,
-        "pull_start": 250, "pull_end": 400, "running": 700, "healthy": 760, "ready": 800}
+WAKE = {"alarm": 90, "desired": 95, "launch_start": 130, "launch_end": 160, "registered": 180,
+        "pull_start": 190, "pull_end": 195, "running": 240, "healthy": 260, "ready": 300}
+
+
+def expect_key(stubs) -> None:
+    stubs("secretsmanager")[1].add_response("get_secret_value", {"SecretString": "k1"},
+                                            {"SecretId": "arn:secret"})
 
 
 def expect_wake(stubs, request_at: datetime.datetime, description: str) -> list[float]:
@@ -97,8 +103,6 @@ def expect_wake(stubs, request_at: datetime.datetime, description: str) -> list[
             {"TargetGroupArn": TARGET_GROUP})
         if state == "healthy":
             break
-    stubs("secretsmanager")[1].add_response("get_secret_value", {"SecretString": "k1"},
-                                            {"SecretId": "arn:secret"})
     stubs("cloudwatch")[1].add_response("describe_alarm_history", {"AlarmHistoryItems": [
         {"AlarmName": WAKE_ALARM, "Timestamp": at["alarm"], "HistoryItemType": "StateUpdate",
          "HistorySummary": "Alarm updated from OK to ALARM"}]},
@@ -163,11 +167,16 @@ def test_wake_check_times_every_part_from_aws_timestamps(stubs, capsys, descript
     for counts in ((1, 1), (0, 1), (0, 0)):  # idle: scaled in, then the task drained
         expect_counts(stubs, *counts)
     expect_counts(stubs, 0, 0)  # the target group
+    expect_key(stubs)
     request_at = NOW + 2 * wakecheck.ZERO_POLL_SECONDS * SECONDS
     polls = expect_wake(stubs, request_at, description)
     knocks = []
 
-    def knock(url):
+    def knock(url, key):
+        if key is None:  # the gate check: before the wake request, no key, the listener's 401
+            assert not knocks
+            return 401
+        assert key == "k1"
         knocks.append((clock.now - request_at).total_seconds())
         return 200 if knocks[-1] >= WAKE["ready"] else 503
 
@@ -176,43 +185,62 @@ def test_wake_check_times_every_part_from_aws_timestamps(stubs, capsys, descript
     assert knocks == [0.0, *polls]  # one wake request, then the backoff schedule
     assert calls == [("GET", f"{URL}/v1/models", "k1")]
     out = capsys.readouterr().out
+    assert "without a key: 401 from the listener" in out and "k1" not in out
     healthy_seen = next(t for t in polls if t >= WAKE["healthy"])
-    expected = {
-        "wake alarm: 503 counted, WakeAlarm in ALARM": 90,
-        "wake policy: desired count 1": 5,
-        "capacity provider: instance launch requested": 35,
-        "instance launch (or warm-pool start)": 30,
-        "boot + ECS agent registers the instance": 80,
-        "task placed, image pull starts": 10,
-        "image pull": 150,
-        "containers start, model load: task RUNNING": 300,
-        "load balancer health checks: target healthy (polled)": healthy_seen - 700,
-        "first 200 from /readyz (polled)": polls[-1] - healthy_seen,
-        "total: request -> first 200": polls[-1],
-    }
-    for label, seconds in expected.items():
-        assert f"{label:<52} {seconds:7.0f} s" in out, (label, out)
+    parts = wake_budget.budget(wake.with_defaults(target().params, target()))
+    budget = {key: sum(p.seconds for p in parts if p.measured == key)
+              for key, _, _ in wake_budget.MEASURED}
+    measured = {key: WAKE[end] - WAKE.get(start, 0) for key, start, end in wake_budget.MEASURED
+                if end != "healthy"}
+    measured["healthy"] = healthy_seen - WAKE["running"]
+    for key, seconds in measured.items():
+        label = wakecheck.LABELS[key]
+        assert f"{label:<52} {budget[key]:6.0f} s {seconds:8.0f} s" in out, (label, out)
+    for label, seconds in {"first 200 from /readyz (polled)": polls[-1] - healthy_seen,
+                           "(in parallel) wake policy: desired count 1":
+                               WAKE["desired"] - WAKE["alarm"]}.items():
+        assert f"{label:<52}        - {seconds:8.0f} s" in out, (label, out)
+    assert (f"{'total: request -> first 200':<52} {wake_budget.total(parts):6.0f} s "
+            f"{polls[-1]:8.0f} s") in out
     assert ("the instance came from the warm pool" in out) is warm
     assert "waiting for the service to run 0 tasks" in out and IDLE_ALARM in out
 
 
+N = len(wakecheck.PARTS)
+
+
 @pytest.mark.parametrize("marks, lines", [
-    ({}, ["not seen"] * 11),
-    ({"request": NOW, "alarm": NOW + 61 * SECONDS}, ["61 s"] + ["not seen"] * 10),
+    ({}, ["not seen"] * (N + 1)),
+    ({"request": NOW, "alarm": NOW + 61 * SECONDS}, ["61 s"] + ["not seen"] * N),
     ({"request": NOW, "first_200": NOW + 900 * SECONDS, "healthy": NOW + 850 * SECONDS},
-     ["not seen"] * 9 + ["50 s", "900 s"]),
+     ["not seen"] * (N - 2) + ["50 s", "not seen", "900 s"]),
 ])
 def test_timeline_says_what_it_did_not_see(marks, lines):
     printed = wakecheck.timeline(marks)
-    assert len(printed) == len(wakecheck.PARTS) + 1
-    for line, expected in zip(printed, lines, strict=True):
+    assert len(printed) == N + 2  # a header, the parts, the total
+    for line, expected in zip(printed[1:], lines, strict=True):
         assert line.rstrip().endswith(expected), (line, expected)
+
+
+def test_every_measured_part_has_a_budget_and_a_label():
+    parts = wake_budget.budget(wake.with_defaults(target().params, target()))
+    assert {p.measured for p in parts} == {key for key, _, _ in wake_budget.MEASURED}
+    assert set(wakecheck.LABELS) == {key for key, _, _ in wake_budget.MEASURED}
+
+
+def test_a_listener_that_forwards_requests_without_a_key_fails_the_check(stubs):
+    expect_stack(stubs)
+    expect_scalable_target(stubs, 2)
+    expect_counts(stubs, 0, 0)
+    expect_counts(stubs, 0, 0)
+    with pytest.raises(DeployError, match="without a key got 503, not the listener's 401"):
+        run_check(stubs, FakeClock(), knock=lambda url, key: 503)
 
 
 def test_a_stack_without_scale_to_zero_is_refused(stubs):
     expect_stack(stubs, wake_path=False)
     with pytest.raises(DeployError, match="no WakeAlarm: ScaleToZero is off") as raised:
-        run_check(stubs, FakeClock(), knock=lambda url: pytest.fail("sent a request"))
+        run_check(stubs, FakeClock(), knock=lambda url, key: pytest.fail("sent a request"))
     assert "ScaleToZero=true in params/dev.json" in raised.value.hint
 
 
@@ -220,7 +248,7 @@ def test_night_is_refused_before_waiting(stubs):
     expect_stack(stubs)
     expect_scalable_target(stubs, 0)
     with pytest.raises(DeployError, match="MaxCapacity 0"):
-        run_check(stubs, FakeClock(), knock=lambda url: pytest.fail("sent a request"))
+        run_check(stubs, FakeClock(), knock=lambda url, key: pytest.fail("sent a request"))
 
 
 def test_a_service_that_never_reaches_zero_names_the_idle_alarm(stubs):
@@ -235,7 +263,7 @@ def test_a_service_that_never_reaches_zero_names_the_idle_alarm(stubs):
         "AlarmName": IDLE_ALARM, "StateValue": "OK", "StateReason": "1 datapoint > 0",
         "StateUpdatedTimestamp": NOW}]}, {"AlarmNames": [IDLE_ALARM]})
     with pytest.raises(DeployError, match=f"still runs 1 task.*{IDLE_ALARM} is OK"):
-        run_check(stubs, clock, knock=lambda url: pytest.fail("sent a request"))
+        run_check(stubs, clock, knock=lambda url, key: pytest.fail("sent a request"))
 
 
 def test_a_first_answer_other_than_the_albs_503_is_not_a_wake(stubs):
@@ -243,8 +271,9 @@ def test_a_first_answer_other_than_the_albs_503_is_not_a_wake(stubs):
     expect_scalable_target(stubs, 2)
     expect_counts(stubs, 0, 0)
     expect_counts(stubs, 0, 0)
+    expect_key(stubs)
     with pytest.raises(DeployError, match="got 200, not the load balancer's 503"):
-        run_check(stubs, FakeClock(), knock=lambda url: 200)
+        run_check(stubs, FakeClock(), knock=lambda url, key: 401 if key is None else 200)
 
 
 def test_no_200_within_the_bound_fails_with_where_to_look(stubs):
@@ -253,10 +282,11 @@ def test_no_200_within_the_bound_fails_with_where_to_look(stubs):
     expect_scalable_target(stubs, 2)
     expect_counts(stubs, 0, 0)
     expect_counts(stubs, 0, 0)
+    expect_key(stubs)
     bound = wake.wake_seconds(target().params, target()) + wakecheck.WAKE_MARGIN_SECONDS
     for _ in poll_times(bound + 1):
         stubs("elbv2")[1].add_response("describe_target_health", {
             "TargetHealthDescriptions": []}, {"TargetGroupArn": TARGET_GROUP})
-    with pytest.raises(DeployError, match="no 200 from .* within 24 min") as raised:
-        run_check(stubs, clock, knock=lambda url: 503)
+    with pytest.raises(DeployError, match=f"no 200 from .* within {bound // 60} min") as raised:
+        run_check(stubs, clock, knock=lambda url, key: 401 if key is None else 503)
     assert "PROVISIONING" in raised.value.hint
