@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from app.contract import TIMEOUTS
 from tools import params as params_files
 from tools.review.sides import Snapshot
 
@@ -205,7 +206,8 @@ CASES = [
                  for env in ENVS]),
     Case("ALB idle timeout shortened", short_idle_timeout,
          expect=[(env, "load_balancer", "timeout", "ALB idle timeout (LoadBalancer, "
-                  "alb_idle_timeout_seconds) 330 -> 60") for env in ENVS]),
+                  f"alb_idle_timeout_seconds) {TIMEOUTS.alb_idle_timeout_seconds} -> 60")
+                 for env in ENVS]),
     Case("root output removed", drop_root_output,
          expect=[(env, "root", "output", "output LoadBalancerDnsName removed") for env in ENVS]),
     Case("secret given a name", name_the_secret,
