@@ -13,8 +13,9 @@ from tests.cfn import REPO
 from tools import contract_files
 
 MARKED_FILES = sorted({mark.path for mark in contract_files.MARKED})
-# What each followed name may be set to in these tests (not the contract's values).
-OTHER = {"DEFAULT_MODEL": "qwen2.5:0.5b", "OLLAMA_PORT": 11435, "GATEWAY_PORT": 8080}
+# What each followed name is set to in these tests: made from the contract's, never equal to it.
+OTHER = {"DEFAULT_MODEL": f"{contract.DEFAULT_MODEL}-other", "OLLAMA_PORT": contract.OLLAMA_PORT + 1,
+         "GATEWAY_PORT": contract.GATEWAY_PORT + 1}
 CONSTANT = {"DEFAULT_MODEL": "DEFAULT_MODEL", "OLLAMA_PORT": "OLLAMA_PORT",
             "GATEWAY_PORT": "GATEWAY_PORT"}
 
