@@ -293,7 +293,8 @@ def test_cost_change_reports_moves_only(shipped):
 
 def test_the_generated_cost_table_has_a_floor_and_ceiling_column_per_environment(shipped):
     table = report.readme_section(shipped)
-    assert table.splitlines()[0] == "| component | dev floor | dev ceiling | prod floor | prod ceiling |"
+    assert table.splitlines()[0] == ("| component | " + " | ".join(
+        f"{env} floor | {env} ceiling" for env in params.environments()) + " |")
     assert f"**{shipped['prod'].ceiling:.2f}**" in table
 
 
