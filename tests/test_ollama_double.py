@@ -229,7 +229,7 @@ def test_runs_as_a_process_on_loopback():
     assert process.returncode == 0
 
 
-# -- routes and knobs added for issue 14 (shapes: ollama/ollama docs/api.md, docs/openai.md) --
+# -- routes and knobs (shapes: ollama/ollama docs/api.md, docs/openai.md) --
 
 
 def test_show_has_the_documented_fields_and_a_server_path_in_its_modelfile(http):

@@ -1,16 +1,19 @@
-"""Ten everyday changes, each one edit (plus `make generate`) in the files it names, on a copy.
+"""Ten everyday changes, each one edit (plus `make generate`) in the files it names.
 
-Each EDITS entry makes its change on a fresh copy of the repository (a git checkout of the
-working tree's files), touching only the files it lists; then `generate.py` writes what follows
-and `generate.py --check` must pass, as a user would. A second place that also needs editing by
-hand fails it. Two depths, because the whole suite on ten copies takes about an hour on two
-cores:
+Each EDITS entry makes its change on a copy of the repository (a git checkout of the working
+tree's files), touching exactly the files it lists; then `generate.py` writes what follows and
+`generate.py --check` must pass, as a user would. A second place that also needs editing by hand
+fails it. Two depths, because the whole suite on ten copies takes about an hour on two cores:
 
-- `make test` (these tests): per edit, its probe (what must follow from the change: the
-  templates, the effective values of every environment, the files derived from the contract,
-  the tools that read them) and the test files closest to it, run in the copy.
-- `make one-edit` (ONE_EDIT_SUITE=1, test_the_whole_suite_passes_after_the_edit): per edit, the
-  whole suite without the slow tests (`-m "not slow and not engine"`), run in the copy.
+- `make test`: the ten edits on one copy (they touch different places; each is checked to touch
+  only its own files), `generate.py` and its check once, then each edit's `follows` (what must
+  change with it: the templates, every environment's effective values, the files derived from
+  the contract, the tools that read them) and, in one run, the test files closest to the ten
+  (`tests`). About a minute: cheaper than one copy per edit, which costs a generate and a test
+  run each.
+- `make one-edit` (ONE_EDIT_SUITE=1): each edit alone on its own copy, `generate.py`, its
+  check and its `follows`, then the whole suite without the slow tests (`-m "not slow and not
+  engine"`) in that copy. That is the proof that each edit needs nothing else.
 
 What an edit writes is derived from the source it edits (the next free WAF priority, a GPU type
 and a model that are not there yet, twice the current longest generation), so the edits keep
@@ -19,6 +22,8 @@ working as those values move.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
@@ -27,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,31 +62,39 @@ def git(copy: Path, *argv: str) -> str:
                            *argv], cwd=copy, capture_output=True, check=True, text=True).stdout
 
 
-@pytest.fixture
-def copy():
+@contextlib.contextmanager
+def fresh_copy() -> Iterator[Path]:
     """A git checkout of the working tree under /var/tmp (mode 0755: the container-start test
     runs the gateway from it as uid 10001), with the shared environments and caches linked."""
     place = Path(tempfile.mkdtemp(prefix="one-edit-", dir="/var/tmp"))  # noqa: S108
     place.chmod(0o755)
     target = place / "repo"
-    for name in source_files():
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, target / name)
-    git(target, "init", "-q", "-b", "main")
-    (target / ".git" / "info" / "exclude").write_text(".venv\n.venv-checkov\n.cache/\n")
-    git(target, "add", "-A")
-    git(target, "commit", "-q", "-m", "before the edit")
-    # Not source: the virtualenvs, cfn-guard and its rules (checksum-verified), the gateway's
-    # runtime venv of the image tests, and the docs fingerprints (so unchanged sections are
-    # not produced again).
-    for linked in (".venv", ".venv-checkov", ".cache/cfn-guard", ".cache/images"):
-        if (REPO / linked).exists():
-            (target / linked).parent.mkdir(parents=True, exist_ok=True)
-            (target / linked).symlink_to((REPO / linked).resolve())
-    if (REPO / ".cache" / "docs-sections.json").is_file():
-        shutil.copy2(REPO / ".cache" / "docs-sections.json", target / ".cache")
-    yield target
-    shutil.rmtree(place, ignore_errors=True)
+    try:
+        for name in source_files():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, target / name)
+        git(target, "init", "-q", "-b", "main")
+        (target / ".git" / "info" / "exclude").write_text(".venv\n.venv-checkov\n.cache/\n")
+        git(target, "add", "-A")
+        git(target, "commit", "-q", "-m", "before the edit")
+        # Not source: the virtualenvs, cfn-guard and its rules (checksum-verified), the
+        # gateway's runtime venv of the image tests, and the docs fingerprints (so unchanged
+        # sections are not produced again).
+        for linked in (".venv", ".venv-checkov", ".cache/cfn-guard", ".cache/images"):
+            if (REPO / linked).exists():
+                (target / linked).parent.mkdir(parents=True, exist_ok=True)
+                (target / linked).symlink_to((REPO / linked).resolve())
+        if (REPO / ".cache" / "docs-sections.json").is_file():
+            shutil.copy2(REPO / ".cache" / "docs-sections.json", target / ".cache")
+        yield target
+    finally:
+        shutil.rmtree(place, ignore_errors=True)
+
+
+@pytest.fixture
+def copy() -> Iterator[Path]:
+    with fresh_copy() as target:
+        yield target
 
 
 def run(copy: Path, *argv: str, timeout: float = 600) -> str:
@@ -131,18 +144,25 @@ def environment_of(root: Path, container: str) -> dict[str, str]:
 
 
 def cost_bases(root: Path) -> dict[str, dict[str, str]]:
-    """env -> component -> basis of the monthly estimate, as root's own tools/cost computes it."""
-    if root == REPO and _REPO_COSTS:
-        return _REPO_COSTS[0]
-    found = value_in(root, "{e: {x.component: x.basis for x in report.estimate_env(e).lines} "
-                     "for e in params.environments()}", "from tools import params",
-                     "from tools.cost import report")
-    if root == REPO:
-        _REPO_COSTS.append(found)
-    return found
+    """env -> component -> basis of the monthly estimate, as root's own tools/cost computes it
+    (computed once per tree and content: several checks read it)."""
+    key = (str(root), digest(root, "templates", "params", "prices"))
+    if key not in _COSTS:
+        _COSTS[key] = value_in(root, "{e: {x.component: x.basis for x in "
+                               "report.estimate_env(e).lines} for e in params.environments()}",
+                               "from tools import params", "from tools.cost import report")
+    return _COSTS[key]
 
 
-_REPO_COSTS: list[dict[str, dict[str, str]]] = []
+_COSTS: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
+
+
+def digest(root: Path, *directories: str) -> str:
+    hasher = hashlib.sha256()
+    for directory in directories:
+        for path in sorted((root / directory).glob("*.json")):
+            hasher.update(path.name.encode() + b"\0" + path.read_bytes())
+    return hasher.hexdigest()
 
 
 def first_number(text: str) -> int:
@@ -217,7 +237,7 @@ def new_model_follows(copy: Path) -> None:
     effective = value_in(copy, "{e: params.load_env(e)['ModelName'] for e in params.environments()}",
                          "from tools import params")
     for env, model in effective.items():
-        expected = params.load_overrides(env).get("ModelName", NEW_MODEL)
+        expected = params.load(copy / "params" / f"{env}.json").get("ModelName", NEW_MODEL)
         assert model == expected, env
     assert template(copy, "root.json")["Parameters"]["ModelName"]["Default"] == NEW_MODEL
     assert f"GATEWAY_MODELS={NEW_MODEL}\n" in (copy / "gateway.env").read_text()
@@ -410,7 +430,7 @@ def new_parameter_follows(copy: Path) -> None:
     for env in params.environments():
         printed = params.parse(run(copy, "-m", "tools.params", env), "stdout")
         assert printed[NEW_PARAMETER] == str(declared["Default"]), env
-    assert git(copy, "status", "--porcelain", "--", "params") == ""
+    assert git(copy, "diff", "--name-only", "--", "params") == ""  # no params file edited
 
 
 @dataclass(frozen=True)
@@ -451,33 +471,60 @@ EDITS = (
 IDS = [edit.name.replace(" ", "-") for edit in EDITS]
 
 
-def make(copy: Path, edit: Edit) -> None:
-    """The edit, then generate.py and its check, as a user would."""
+def snapshot(copy: Path) -> dict[str, bytes]:
+    """Every file of the copy that git sees as changed or new, with its content."""
+    listed = git(copy, "ls-files", "-z", "--modified", "--others", "--exclude-standard")
+    return {name: (copy / name).read_bytes() for name in listed.split("\0")
+            if name and (copy / name).is_file()}
+
+
+def apply(copy: Path, edit: Edit) -> None:
+    """The edit, checked to touch exactly the files it names."""
+    before = snapshot(copy)
     edit.apply(copy)
-    touched = {line[3:] for line in git(copy, "status", "--porcelain", "-uall").splitlines()}
+    after = snapshot(copy)
+    touched = {name for name in set(before) | set(after) if before.get(name) != after.get(name)}
     assert touched == set(edit.files), f"{edit.name}: touched {sorted(touched)}"
+
+
+def generate(copy: Path) -> None:
+    """What a user runs after the edit: make generate, then the check CI runs."""
     run(copy, "generate.py")
     run(copy, "generate.py", "--check")
 
 
-@pytest.mark.parametrize("edit", EDITS, ids=IDS)
-def test_the_edit_is_all_it_takes(copy, edit):
-    started = time.monotonic()
-    make(copy, edit)
-    edit.follows(copy)
-    pytest_in(copy, "-m", "not slow and not engine", *edit.tests)
-    print(f"{edit.name}: {', '.join(edit.files)}; generate, its checks and "
-          f"{len(edit.tests)} test files pass ({time.monotonic() - started:.0f} s)")
+@pytest.fixture(scope="module")
+def edited() -> Iterator[Path]:
+    """One copy with the ten edits made, each checked for its own files, then generate.py."""
+    with fresh_copy() as target:
+        for edit in EDITS:
+            apply(target, edit)
+        generate(target)
+        yield target
 
 
-@pytest.mark.skipif(not WHOLE_SUITE, reason="make one-edit runs it (the whole suite per edit)")
 @pytest.mark.parametrize("edit", EDITS, ids=IDS)
-def test_the_whole_suite_passes_after_the_edit(copy, edit):
+def test_what_the_edit_must_change_follows_from_it(edited, edit):
     started = time.monotonic()
-    make(copy, edit)
+    edit.follows(edited)
+    print(f"{edit.name} ({', '.join(edit.files)}): follows ({time.monotonic() - started:.0f} s)")
+
+
+def test_the_tests_closest_to_the_edits_pass_on_the_edited_copy(edited):
+    closest = sorted({name for edit in EDITS for name in edit.tests})
+    out = pytest_in(edited, "-m", "not slow and not engine", *closest)
+    print(f"{len(closest)} test files in the edited copy: {out.strip().splitlines()[-1]}")
+
+
+@pytest.mark.skipif(not WHOLE_SUITE, reason="make one-edit runs it (each edit alone, whole suite)")
+@pytest.mark.parametrize("edit", EDITS, ids=IDS)
+def test_the_whole_suite_passes_after_the_edit_alone(copy, edit):
+    started = time.monotonic()
+    apply(copy, edit)
+    generate(copy)
     edit.follows(copy)
     # Ten suites back to back share two cores with whatever else runs: the per-test timeout of
     # setup.cfg guards against a hang, not against a busy machine, so it is longer here.
     out = pytest_in(copy, "-m", "not slow and not engine", "-o", "timeout=900")
-    print(f"{edit.name}: whole suite (not slow) in the copy: {out.strip().splitlines()[-1]} "
-          f"({time.monotonic() - started:.0f} s)")
+    print(f"{edit.name} ({', '.join(edit.files)}): whole suite (not slow) in its copy: "
+          f"{out.strip().splitlines()[-1]} ({time.monotonic() - started:.0f} s)")

@@ -10,7 +10,7 @@
   gateway port where docker-compose.yml, .env.example, ollama/, app/Dockerfile and
   docs/images.md hold them.
   Each is a pattern whose group "value" generate.py rewrites to the contract's value; `--check`
-  fails while one differs, and a pattern that no longer matches is an error naming the file.
+  fails while one differs, and a pattern that matches nothing is an error naming the file.
 
 Nothing here imports app.settings (it refuses to import while its field list is stale, which is
 exactly when this module must run) or pydantic: generation stays fast.

@@ -126,7 +126,7 @@ def test_make_diff_against_head_prints_a_report():
 
 
 def test_extra_sections_hook_adds_a_section_per_environment(monkeypatch):
-    """The cost report (issue 17) plugs in here: one section per environment."""
+    """The cost report plugs in here: one section per environment."""
     def floor_and_ceiling(env_review):
         return review.Section("Cost", [f"floor and ceiling of {env_review.env}: unchanged"])
 
