@@ -503,6 +503,7 @@ def edited() -> Iterator[Path]:
         yield target
 
 
+@pytest.mark.timeout(600)  # the first one also makes the copy and runs generate.py
 @pytest.mark.parametrize("edit", EDITS, ids=IDS)
 def test_what_the_edit_must_change_follows_from_it(edited, edit):
     started = time.monotonic()
@@ -510,6 +511,7 @@ def test_what_the_edit_must_change_follows_from_it(edited, edit):
     print(f"{edit.name} ({', '.join(edit.files)}): follows ({time.monotonic() - started:.0f} s)")
 
 
+@pytest.mark.timeout(600)
 def test_the_tests_closest_to_the_edits_pass_on_the_edited_copy(edited):
     closest = sorted({name for edit in EDITS for name in edit.tests})
     out = pytest_in(edited, "-m", "not slow and not engine", *closest)
@@ -517,6 +519,7 @@ def test_the_tests_closest_to_the_edits_pass_on_the_edited_copy(edited):
 
 
 @pytest.mark.skipif(not WHOLE_SUITE, reason="make one-edit runs it (each edit alone, whole suite)")
+@pytest.mark.timeout(3600)
 @pytest.mark.parametrize("edit", EDITS, ids=IDS)
 def test_the_whole_suite_passes_after_the_edit_alone(copy, edit):
     started = time.monotonic()
