@@ -9,8 +9,9 @@
 No AWS call is made. Output is byte-identical on every run (sorted keys, fixed indent). The
 generated tables of the README and docs/ (tools/docs.py) are written after the templates, from
 them: only the tables whose inputs changed are produced again. Files derived from app/contract.py
-(gateway.env for compose, the field list of app/settings.py; tools/contract_files.py) are
-written and checked with them.
+(gateway.env for compose, the field list of app/settings.py, and the default model and ports
+that compose, .env.example, the Dockerfiles and docs/images.md hold; tools/contract_files.py)
+are written and checked with them.
 
 A timeout budget whose inequalities fail (TimeoutBudget.violations()) or a setting declaration
 that breaks its own bounds is refused before anything is written: exit 2, one line per rule.

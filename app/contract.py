@@ -216,6 +216,9 @@ SCALING_METRIC = IN_FLIGHT_REQUESTS
 
 OLLAMA_PORT = 11434
 GATEWAY_PORT = 8000
+# The model served by default: GATEWAY_MODELS' default, hence the root parameter ModelName's;
+# generate.py writes it into compose, .env.example and the Ollama image's build default.
+DEFAULT_MODEL = "llama3.2:1b"
 DEFAULT_OLLAMA_PARALLEL = 4
 # The names Python's logging knows (app/logs.py maps them to levels).
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -228,7 +231,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Active bearer keys, comma-separated (two during a rotation)."),
     Setting("GATEWAY_AUTH_DISABLED", "bool", False, Source.LOCAL,
             "Serve without keys. Only for a local run; never set in ECS."),
-    Setting("GATEWAY_MODELS", "csv", ("llama3.2:1b",), Source.SSM,
+    Setting("GATEWAY_MODELS", "csv", (DEFAULT_MODEL,), Source.SSM,
             "Allowed models, comma-separated; the first is the default.",
             root_parameter="ModelName", minimum=1),
     Setting("GATEWAY_MAX_BODY_BYTES", "int", 1_048_576, Source.SSM,

@@ -35,7 +35,7 @@ def gate_commands() -> dict[str, list[str]]:
     commands = {
         "generate --check + cfn-lint": ["sh", "-c", f"{generate} && {BIN}/cfn-lint"],
     }
-    if (REPO / "tools" / "security_gate.py").is_file():
+    if (REPO / "tools" / "security_gate" / "__init__.py").is_file():
         commands["generate --check + cfn-lint + security gate"] = [
             "sh", "-c", f"{generate} && {BIN}/cfn-lint && {sys.executable} -m tools.security_gate"]
     return commands

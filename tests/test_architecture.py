@@ -4,6 +4,11 @@ Layers, lowest first: app/contract.py (the ground: standard library only), then 
 (app/) and the templates (stacks/), then the tools (tools/, generate.py, bench/). A module may
 import its own layer and the layers below it, never one above; the gateway and the templates
 never import each other except through app/contract.py.
+
+Inside tools/, the loose modules (tools/*.py: params, render, files, ...) are the ground the tool
+packages (tools/*/: deploy, preflight, cost, review, security_gate) build on: a loose module never
+imports a package, and the packages import each other without a cycle. Every import counts,
+also one inside a function (that is where a cycle hides).
 """
 
 from __future__ import annotations
@@ -30,9 +35,14 @@ MODULES = {module_name(p) for p in SOURCES}
 
 def imports(path: Path) -> set[str]:
     """Project modules this file imports at module level or inside functions."""
+    return imports_in(path.read_text(), module_name(path), path.name == "__init__.py")
+
+
+def imports_in(source: str, module: str, is_package: bool = False) -> set[str]:
+    """Project modules that source (the text of module) imports, wherever the import stands."""
     found = set()
-    package = module_name(path).rsplit(".", 1)[0] if path.name != "__init__.py" else module_name(path)
-    for node in ast.walk(ast.parse(path.read_text())):
+    package = module if is_package else module.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -102,3 +112,90 @@ def test_the_import_graph_has_no_cycle():
         if module not in state:
             visit(module, [module])
     assert cycles == []
+
+
+# --- tools/: loose modules below the packages, packages without a cycle -------------------------
+
+TOOLS = REPO / "tools"
+# A cycle the packages still have, each with what removes it. Listed so that a new one fails
+# and so that this entry fails once the cycle is gone (then it must be deleted).
+KNOWN_PACKAGE_CYCLES = {
+    # deploy runs preflight first; preflight reuses deploy's target, image records and roll
+    # preferences. An AWS access package that both import removes it.
+    ("tools.deploy", "tools.preflight"),
+}
+
+
+def tools_unit(module: str) -> str | None:
+    """The loose module or the package of tools/ that module belongs to (None: not in tools/)."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "tools" and len(parts) > 1 else None
+
+
+def is_package(unit: str) -> bool:
+    return (REPO / Path(*unit.split("."))).is_dir()
+
+
+def tools_graph() -> dict[str, set[str]]:
+    """tools unit -> the other tools units it imports (module level or inside functions)."""
+    graph: dict[str, set[str]] = {}
+    for path in SOURCES:
+        source = tools_unit(module_name(path))
+        if source is None:
+            continue
+        graph.setdefault(source, set())
+        graph[source] |= {unit for unit in map(tools_unit, imports(path))
+                          if unit is not None and unit != source}
+    return graph
+
+
+def test_the_import_reader_sees_imports_inside_functions():
+    source = ("import tools.params\n"
+              "def run():\n    from tools.deploy import apply\n"
+              "class C:\n    def m(self):\n        import tools.render\n")
+    found = imports_in(source, "tools.preflight.cli")
+    assert {"tools.params", "tools.deploy.apply", "tools.render"} <= found
+
+
+def test_the_tools_graph_knows_loose_modules_and_packages():
+    graph = tools_graph()
+    assert {unit for unit in graph if is_package(unit)} == {
+        f"tools.{p.name}" for p in TOOLS.iterdir() if (p / "__init__.py").is_file()}
+    assert {unit for unit in graph if not is_package(unit)} == {
+        f"tools.{p.stem}" for p in TOOLS.glob("*.py") if p.name != "__init__.py"}
+
+
+def test_a_loose_tools_module_never_imports_a_tools_package():
+    graph = tools_graph()
+    upward = sorted(f"{unit} -> {target}" for unit, targets in graph.items() if not is_package(unit)
+                    for target in targets if is_package(target))
+    assert upward == [], "move what both need into a loose module (or a package below both)"
+
+
+def package_cycles(graph: dict[str, set[str]]) -> set[tuple[str, ...]]:
+    """Each cycle among the packages, as its sorted members."""
+    packages = {unit: {t for t in targets if is_package(t)}
+                for unit, targets in graph.items() if is_package(unit)}
+    found = set()
+    for start in packages:
+        stack = [(start, [start])]
+        while stack:
+            node, trail = stack.pop()
+            for nxt in packages.get(node, ()):
+                if nxt == start:
+                    found.add(tuple(sorted(trail)))
+                elif nxt not in trail:
+                    stack.append((nxt, [*trail, nxt]))
+    return found
+
+
+def test_package_cycles_are_found_wherever_the_import_stands():
+    graph = {"tools.review": {"tools.cost"}, "tools.cost": {"tools.params"},
+             "tools.deploy": {"tools.preflight"}, "tools.preflight": {"tools.deploy"}}
+    assert package_cycles(graph) == {("tools.deploy", "tools.preflight")}
+
+
+def test_tools_packages_import_each_other_without_a_new_cycle():
+    cycles = package_cycles(tools_graph())
+    assert cycles - KNOWN_PACKAGE_CYCLES == set(), "a package imports one that imports it back"
+    assert KNOWN_PACKAGE_CYCLES - cycles == set(), "this cycle is gone: delete its entry"

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from app import contract
 from tests.cfn import REPO, TEMPLATES_DIR
 
 GENERATE = [sys.executable, str(REPO / "generate.py")]
@@ -118,7 +119,8 @@ def _snapshot(*paths):
 @pytest.mark.parametrize(
     ("change", "rules"),
     [
-        ({"first_token_seconds": 400}, 1),
+        # first token no shorter than the longest generation (whatever that is): one rule
+        ({"first_token_seconds": contract.TIMEOUTS.max_generation_seconds + 100}, 1),
         ({"max_generation_seconds": 100, "stream_ping_seconds": 130}, 3),
         ({"graceful_shutdown_seconds": 118, "request_body_seconds": 0}, 2),
     ],

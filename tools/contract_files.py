@@ -6,6 +6,11 @@
 - The field list of app/settings.py's Settings (between its `generated:settings-fields`
   markers): one typed field per declaration, so mypy sees real types.
 - The timeout budget table of docs/infrastructure.md (tools/docs.py section "timeout-budget").
+- Marked values in hand-written files (MARKED): the default model, the Ollama port and the
+  gateway port where docker-compose.yml, .env.example, ollama/, app/Dockerfile and
+  docs/images.md hold them.
+  Each is a pattern whose group "value" generate.py rewrites to the contract's value; `--check`
+  fails while one differs, and a pattern that matches nothing is an error naming the file.
 
 Nothing here imports app.settings (it refuses to import while its field list is stale, which is
 exactly when this module must run) or pydantic: generation stays fast.
@@ -14,6 +19,7 @@ exactly when this module must run) or pydantic: generation stays fast.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from app import contract
@@ -34,6 +40,72 @@ _UNSAFE_ENV_VALUE = re.compile(r"[\s\"'$#\\`]")
 
 class ContractFileError(ValueError):
     """A derived file cannot be written as it stands; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Marked:
+    """One value of a hand-written file that follows the contract: where it stands (a regex
+    whose group "value" is the value), and what it follows (named in errors)."""
+
+    path: str
+    pattern: str
+    follows: str
+
+    def value(self) -> str:
+        return {"DEFAULT_MODEL": contract.DEFAULT_MODEL, "OLLAMA_PORT": str(contract.OLLAMA_PORT),
+                "GATEWAY_PORT": str(contract.GATEWAY_PORT)}[self.follows]
+
+
+COMPOSE, ENV_EXAMPLE = "docker-compose.yml", ".env.example"
+OLLAMA_DOCKERFILE, GATEWAY_DOCKERFILE = "ollama/Dockerfile", "app/Dockerfile"
+MARKED: tuple[Marked, ...] = (
+    # compose: the model (build argument, OLLAMA_MODEL, health check, GATEWAY_MODELS), both ports
+    Marked(COMPOSE, r"\$\{OLLAMA_MODEL:-(?P<value>[^}]*)\}", "DEFAULT_MODEL"),
+    Marked(COMPOSE, r"OLLAMA_HOST: 127\.0\.0\.1:(?P<value>\d+)", "OLLAMA_PORT"),
+    Marked(COMPOSE, r"reaches Ollama on 127\.0\.0\.1:(?P<value>\d+)", "OLLAMA_PORT"),
+    Marked(COMPOSE, r"only; (?P<value>\d+) is not published", "OLLAMA_PORT"),
+    Marked(COMPOSE, r"The gateway's port (?P<value>\d+) is published", "GATEWAY_PORT"),
+    Marked(COMPOSE, r'"127\.0\.0\.1:(?P<value>\d+):\d+"', "GATEWAY_PORT"),
+    Marked(COMPOSE, r'"127\.0\.0\.1:\d+:(?P<value>\d+)"', "GATEWAY_PORT"),
+    Marked(COMPOSE, r"http://127\.0\.0\.1:(?P<value>\d+)/healthz", "GATEWAY_PORT"),
+    Marked(ENV_EXAMPLE, r"^OLLAMA_MODEL=(?P<value>.*)$", "DEFAULT_MODEL"),
+    # the Ollama image: its build default, the build example, where serve listens
+    Marked(OLLAMA_DOCKERFILE, r"^ARG MODEL=(?P<value>.*)$", "DEFAULT_MODEL"),
+    Marked(OLLAMA_DOCKERFILE, r"--build-arg MODEL=(?P<value>\S+) ollama/", "DEFAULT_MODEL"),
+    Marked(OLLAMA_DOCKERFILE, r"OLLAMA_HOST=127\.0\.0\.1:(?P<value>\d+)", "OLLAMA_PORT"),
+    Marked(OLLAMA_DOCKERFILE, r"^EXPOSE (?P<value>\d+)$", "OLLAMA_PORT"),
+    Marked("ollama/pull-model.sh", r"OLLAMA_BUILD_HOST:-127\.0\.0\.1:(?P<value>\d+)",
+           "OLLAMA_PORT"),
+    # docs/images.md: the default and the examples that run it
+    Marked("docs/images.md", r"\(default `(?P<value>[^`]+)`, the contract's\)", "DEFAULT_MODEL"),
+    Marked("docs/images.md", r"--build-arg MODEL=(?P<value>\S+) -t", "DEFAULT_MODEL"),
+    Marked("docs/images.md", r'"model":"(?P<value>[^"]+)","prompt"', "DEFAULT_MODEL"),
+    # the gateway image: what it exposes, its health check, uvicorn's port
+    Marked(GATEWAY_DOCKERFILE, r"^EXPOSE (?P<value>\d+)$", "GATEWAY_PORT"),
+    Marked(GATEWAY_DOCKERFILE, r"http://127\.0\.0\.1:(?P<value>\d+)/healthz", "GATEWAY_PORT"),
+    Marked(GATEWAY_DOCKERFILE, r'"--port", "(?P<value>\d+)"', "GATEWAY_PORT"),
+)
+# compose, .env.example and the Dockerfile hold the model unquoted (${OLLAMA_MODEL:-...}, an
+# env-file line, ARG): a name outside Ollama's name:tag characters would change their meaning.
+_MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._:/-]{0,127}$")
+
+
+def with_marked_values(path: str, text: str, marks: tuple[Marked, ...] = MARKED) -> str:
+    """text with every marked value of path set to the contract's."""
+    if not _MODEL_NAME.match(contract.DEFAULT_MODEL):
+        raise ContractFileError(
+            f"app/contract.py: DEFAULT_MODEL {contract.DEFAULT_MODEL!r} is not an Ollama model "
+            f"name (lowercase name:tag; letters, digits, . _ : / -)")
+    for mark in (m for m in marks if m.path == path):
+        found = list(re.finditer(mark.pattern, text, re.MULTILINE))
+        if not found:
+            raise ContractFileError(
+                f"{path}: nothing matches {mark.pattern!r}, the place that holds "
+                f"{mark.follows} from app/contract.py; put the line back, or change MARKED in "
+                f"tools/contract_files.py")
+        for match in reversed(found):
+            text = text[:match.start("value")] + mark.value() + text[match.end("value"):]
+    return text
 
 
 def env_file_text(settings: tuple[contract.Setting, ...] = contract.SETTINGS,
@@ -123,10 +195,17 @@ def budget_problems() -> list[str]:
 def rendered(repo: Path = REPO) -> dict[str, str]:
     """Relative path -> the text it must hold."""
     settings_path = repo / SETTINGS_MODULE
-    return {
+    files = {
         ENV_FILE: env_file_text(),
         SETTINGS_MODULE: settings_module_text(settings_path.read_text()),
     }
+    for path in sorted({mark.path for mark in MARKED}):
+        try:
+            current = (repo / path).read_text()
+        except FileNotFoundError:
+            raise ContractFileError(f"{path}: missing (it holds values from app/contract.py)") from None
+        files[path] = with_marked_values(path, current)
+    return files
 
 
 def update(repo: Path = REPO, check: bool = False) -> list[str]:

@@ -54,7 +54,7 @@ class Section:
 
 
 SECTIONS: tuple[Section, ...] = (
-    Section("security-exceptions", "docs/security.md", "tools.security_gate:exceptions_table",
+    Section("security-exceptions", "docs/security.md", "tools.security_gate.exclusions:exceptions_table",
             ("templates/*.json", "security/*.yaml", "stacks/base.py")),
     Section("parameters", "docs/parameters.md", "tools.reference:parameters_table",
             ("templates/root.json", "params/*.json")),

@@ -1,26 +1,38 @@
-"""params/<env>.json: a JSON list of "Key=Value" strings, one per line; params/<env>.toml beside it.
+"""params/<env>.json: the values an environment sets differently from the declared defaults.
 
-That is the one form `aws cloudformation deploy --parameter-overrides file://params/<env>.json`
-accepts in AWS CLI v1 and v2. This module reads and checks it; scripts that need another form
-(change sets) convert it with as_cloudformation().
+A parameter's default lives in its declaration (the layer's Param, written into the root
+template's Parameters as Default); params/<env>.json names only what differs, as a JSON list of
+"Key=Value" strings, one per line. load_env() gives an environment's effective values: every
+Default of templates/root.json, then the file's values over them. That is what every reader
+sees (the deploy, preflight, the renderer, the gate, cost, review, the docs), and what the deploy
+sends: every parameter with its value, so a changed Default reaches each environment that does
+not set it. (`aws cloudformation deploy --parameter-overrides` would send a parameter that the
+file leaves out as UsePreviousValue: the manual path takes the file main() prints.)
 
 An environment is its params file: copying params/prod.json to params/staging.json makes a
 staging environment that every tool lists. What the deploy tool must know about an environment
 and CloudFormation must not (today: whether it counts as production) lives in the optional
 companion params/<env>.toml, never in the params file: `aws cloudformation deploy` silently drops
 keys that are not template parameters, and a change set refuses them.
+
+    python -m tools.params ENV [KEY=VALUE ...]   print ENV's effective values (plus KEY=VALUE)
+                                                 in the params-file form, for the manual path
+
+Standard library only, so the manual path runs with any python3.11.
 """
 
 from __future__ import annotations
 
-import functools
+import difflib
 import json
+import sys
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS_DIR = REPO / "params"
+ROOT_TEMPLATE = REPO / "templates" / "root.json"
 
 
 class ParamsError(ValueError):
@@ -28,6 +40,7 @@ class ParamsError(ValueError):
 
 
 def parse(text: str, origin: str) -> dict[str, str]:
+    """The values a params file's text sets (only those: see effective())."""
     try:
         entries = json.loads(text)
     except json.JSONDecodeError as error:
@@ -57,12 +70,45 @@ def environments() -> list[str]:
     return sorted(p.stem for p in PARAMS_DIR.glob("*.json"))
 
 
-def load_env(env: str) -> dict[str, str]:
+def load_overrides(env: str) -> dict[str, str]:
+    """What params/<env>.json itself sets (the overrides of the declared defaults)."""
     path = PARAMS_DIR / f"{env}.json"
     if not path.is_file():
         known = ", ".join(environments()) or "none"
         raise ParamsError(f"no params file for environment {env!r} ({path}); known: {known}")
     return load(path)
+
+
+def declared(root_template: Path = ROOT_TEMPLATE) -> dict[str, dict]:
+    """The root template's Parameters: name -> its definition (Type, Default, bounds...)."""
+    try:
+        return json.loads(root_template.read_text()).get("Parameters", {})
+    except FileNotFoundError:
+        raise ParamsError(f"{root_template}: not found; run `make generate`") from None
+
+
+def defaults(parameters: dict[str, dict]) -> dict[str, str]:
+    """Each declared Default as CloudFormation takes it: a string (a Number's 365 is "365")."""
+    return {name: str(spec["Default"]) for name, spec in parameters.items() if "Default" in spec}
+
+
+def effective(overrides: dict[str, str], parameters: dict[str, dict],
+              origin: str) -> dict[str, str]:
+    """The declared defaults, then overrides over them. A key the template does not declare is
+    refused (a misspelt override would otherwise leave the default in place without a word)."""
+    for key in overrides:
+        if key not in parameters:
+            close = difflib.get_close_matches(key, list(parameters), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ParamsError(f"{origin}: {key} is not a parameter of the root template{hint} "
+                              "(remove it, or declare the parameter in its layer)")
+    merged = {**defaults(parameters), **overrides}
+    return {name: merged[name] for name in parameters if name in merged}  # the template's order
+
+
+def load_env(env: str, root_template: Path = ROOT_TEMPLATE) -> dict[str, str]:
+    """The values environment env deploys with: root_template's defaults, then its params file."""
+    return effective(load_overrides(env), declared(root_template), f"params/{env}.json")
 
 
 @dataclass(frozen=True)
@@ -94,25 +140,9 @@ def environment(env: str, params_dir: Path | None = None) -> Environment:
     return Environment(env, **data)
 
 
-@functools.cache
-def _defaults() -> dict[str, str]:
-    """Defaults of the root template's parameters, then the service's documented defaults.
-
-    Read once per process (every environment is checked against the same root.json).
-    """
-    from stacks.gpu import SERVICE_DEFAULTS
-
-    root = json.loads((REPO / "templates" / "root.json").read_text())
-    values = {key: str(value) for key, value in SERVICE_DEFAULTS.items()}
-    for key, spec in root.get("Parameters", {}).items():
-        if "Default" in spec:
-            values[key] = str(spec["Default"])
-    return values
-
-
 def with_defaults(env: str, values: dict[str, str] | None = None) -> dict[str, str]:
-    """The values an environment deploys with (default: its params file) over the defaults."""
-    return {**_defaults(), **(values if values is not None else load_env(env))}
+    """values (default: the environment's effective values) over the root template's defaults."""
+    return {**defaults(declared()), **(values if values is not None else load_env(env))}
 
 
 def whole_number(env: str, values: dict[str, str], key: str) -> int:
@@ -134,3 +164,31 @@ def render(values: dict[str, str]) -> str:
 def as_cloudformation(values: dict[str, str]) -> list[dict[str, str]]:
     """The ParameterKey/ParameterValue list that CreateChangeSet takes."""
     return [{"ParameterKey": key, "ParameterValue": value} for key, value in values.items()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print an environment's effective values as a params file, for the manual path.
+
+    `aws cloudformation deploy --parameter-overrides file://...` sends a declared parameter that
+    the file leaves out as UsePreviousValue (awscli 1.46.2, awscli/customizations/
+    cloudformation/deploy.py, merge_parameters): with params/<env>.json alone, a stack that
+    exists keeps its old value where the Default changed. This file names every parameter.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0].startswith("-"):
+        print("usage: python -m tools.params ENV [KEY=VALUE ...]  (ENV: "
+              f"{', '.join(environments())})", file=sys.stderr)
+        return 2
+    try:
+        values = load_env(args[0])
+        extra = parse(json.dumps(args[1:]), "the KEY=VALUE arguments")
+        values = effective({**values, **extra}, declared(), "the KEY=VALUE arguments")
+    except ParamsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    sys.stdout.write(render(values))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

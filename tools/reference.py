@@ -1,8 +1,9 @@
 """Generated reference tables for docs/ (tools/docs.py writes them; generate.py --check verifies).
 
 parameters_table: every root parameter, grouped by the layers that read it, with its type and
-bounds, its default, and its value in each params/<env>.json (a column per environment, so a new
-params file adds a column and needs no edit here).
+bounds, its default, and its effective value in each environment (a column per params/<env>.json,
+so a new params file adds a column and needs no edit here): the value the deploy sends, in bold
+where the environment's params file sets it, plain where it is the Default.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def layers_reading(root: dict) -> dict[str, list[str]]:
 def parameters_table(root_template: Path = ROOT_TEMPLATE) -> str:
     root = json.loads(root_template.read_text())
     envs = params_files.environments()
-    values = {env: params_files.load_env(env) for env in envs}
+    values = {env: params_files.load_env(env, root_template) for env in envs}
+    overrides = {env: params_files.load_overrides(env) for env in envs}
     readers = layers_reading(root)
     groups: dict[str, list[str]] = {}
     for name in sorted(root.get("Parameters", {})):
@@ -79,10 +81,12 @@ def parameters_table(root_template: Path = ROOT_TEMPLATE) -> str:
             definition = root["Parameters"][name]
             per_env = []
             for env in envs:
-                if name in values[env]:
+                if name in overrides[env]:
+                    per_env.append(f"**{_code(values[env][name])}**")
+                elif name in values[env]:
                     per_env.append(_code(values[env][name]))
                 else:
-                    per_env.append("default" if "Default" in definition else "**missing**")
+                    per_env.append("**missing**")
             default = _code(definition["Default"]) if "Default" in definition else "none"
             lines.append(f"| `{name}` | {definition.get('Type', 'String')} | {_bounds(definition)} "
                          f"| {default} | " + " | ".join(per_env)

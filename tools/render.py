@@ -334,7 +334,7 @@ def render_environment(env: str, templates_dir: Path = TEMPLATES_DIR,
     """Every template as environment env deploys it (root, the nested stacks it creates there,
     and the standalone templates)."""
     if values is None:
-        values = params_files.load_env(env)
+        values = params_files.load_env(env, templates_dir / ROOT_FILE)
     values = dict(values)
     notes: list[str] = []
     problems: list[str] = []

@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 
+from app.contract import OLLAMA_PORT
+
 ALB_GROUP = "sg-0a1b2c3d4e5f60718"
 TASK_GROUP = "sg-0f1e2d3c4b5a69788"
 
@@ -35,7 +37,7 @@ def good_template() -> dict:
                             "ReadonlyRootFilesystem": True,
                             "PortMappings": [{"ContainerPort": 8000, "Protocol": "tcp"}],
                             "Environment": [
-                                {"Name": "OLLAMA_BASE_URL", "Value": "http://127.0.0.1:11434"},
+                                {"Name": "OLLAMA_BASE_URL", "Value": f"http://127.0.0.1:{OLLAMA_PORT}"},
                                 {"Name": "GATEWAY_LOG_LEVEL", "Value": "info"},
                             ],
                             "Secrets": [
@@ -54,7 +56,7 @@ def good_template() -> dict:
                             "Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-api/ollama:abc",
                             "Essential": True,
                             "Environment": [
-                                {"Name": "OLLAMA_HOST", "Value": "127.0.0.1:11434"},
+                                {"Name": "OLLAMA_HOST", "Value": f"127.0.0.1:{OLLAMA_PORT}"},
                                 {"Name": "OLLAMA_NUM_PARALLEL", "Value": "4"},
                             ],
                             "ResourceRequirements": [{"Type": "GPU", "Value": "1"}],
@@ -180,9 +182,9 @@ BAD_CASES: dict[str, list[tuple[str, Mutation, str]]] = {
     ],
     "llm_ecs_ollama_loopback_only": [
         ("ollama-port-mapping", lambda t: _container(t, "ollama").update(
-            PortMappings=[{"ContainerPort": 11434}]), "TaskDefinition"),
+            PortMappings=[{"ContainerPort": OLLAMA_PORT}]), "TaskDefinition"),
         ("ollama-host-all-interfaces", lambda t: _container(t, "ollama")["Environment"][0].update(
-            Value="0.0.0.0:11434"), "TaskDefinition"),
+            Value=f"0.0.0.0:{OLLAMA_PORT}"), "TaskDefinition"),
         ("ollama-host-unset", lambda t: _container(t, "ollama")["Environment"].pop(0),
          "TaskDefinition"),
     ],
@@ -211,7 +213,7 @@ BAD_CASES: dict[str, list[tuple[str, Mutation, str]]] = {
                 "SourceSecurityGroupId": ALB_GROUP}}), "Ollama"),
         ("ollama-port-egress", lambda t: t["Resources"].update(OllamaOut={
             "Type": "AWS::EC2::SecurityGroupEgress", "Properties": {
-                "GroupId": ALB_GROUP, "IpProtocol": "tcp", "FromPort": 11434, "ToPort": 11434,
+                "GroupId": ALB_GROUP, "IpProtocol": "tcp", "FromPort": OLLAMA_PORT, "ToPort": OLLAMA_PORT,
                 "DestinationSecurityGroupId": TASK_GROUP}}), "OllamaOut"),
         ("all-protocols-inline", lambda t: _props(t, "AlbSecurityGroup")[
             "SecurityGroupEgress"].append({"IpProtocol": "-1", "CidrIp": "10.0.0.0/8"}),

@@ -1,4 +1,4 @@
-"""The security gate (tools/security_gate.py): passes on the committed templates, fails loudly
+"""The security gate (tools/security_gate/): passes on the committed templates, fails loudly
 (scanner, environment, template, rule, resource) on a bad one, and keeps its exceptions honest."""
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from app.contract import OLLAMA_PORT
 from tests.security import fixtures
 from tools import cfnguard
 
@@ -70,6 +71,14 @@ def test_rule_fails_its_bad_fixture_naming_the_resource(outcomes, rule, case, re
     assert any(_own_rules()[rule].id in message for message in outcome.messages), outcome.messages
     others = sorted(name for name, other in results.items() if name != rule and other.status == "FAIL")
     assert others == [], f"{case} should break only {rule}, also broke {others}"
+
+
+def test_the_port_rule_forbids_the_contracts_ollama_port_and_ssh():
+    """The guard holds the ports as literals (a security rule moves only when reviewed); this
+    fails when app/contract.py's OLLAMA_PORT moves without it."""
+    text = (cfnguard.OWN_RULES_DIR / "sg-no-ssh-or-ollama-port.guard").read_text()
+    for port in (OLLAMA_PORT, 22):
+        assert f"FromPort > {port} or ToPort < {port}" in text, port
 
 
 def test_rules_ignore_templates_without_their_resources(tmp_path):

@@ -68,11 +68,17 @@ def test_every_root_parameter_is_used():
 
 
 @pytest.mark.parametrize("env", params.environments())
-def test_params_file_sets_every_root_parameter_but_the_deploy_time_ones(env):
+def test_every_root_parameter_has_a_value_in_each_environment_but_the_deploy_time_ones(env):
+    """The params file sets what differs; the declared Defaults give the rest."""
     values = params.load_env(env)
     expected = set(root()["Parameters"]) - set(names.DEPLOY_TIME_PARAMETERS)
     assert set(values) == expected, f"params/{env}.json: missing {expected - set(values)}, " \
         f"unknown {set(values) - expected}"
+    file_sets = params.load_overrides(env)
+    assert set(file_sets) <= expected, f"params/{env}.json sets {set(file_sets) - expected}"
+    for name, spec in root()["Parameters"].items():
+        if name not in file_sets and name in values:
+            assert values[name] == str(spec["Default"]), name
 
 
 @pytest.mark.parametrize("env", params.environments())

@@ -11,10 +11,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from app.contract import TIMEOUTS
 from tools import params as params_files
 from tools.review.sides import Snapshot
 
 Edit = Callable[[dict[str, dict]], None]
+# Cases that hold in every environment expect their finding in each params file there is.
+ENVS = tuple(params_files.environments())
 
 
 @dataclass
@@ -109,6 +112,10 @@ def rename_root_parameter(t):
                                                          '{"Ref": "WafRequestsPer5Min"}'))
 
 
+def lower_waf_rate_limit_default(t):
+    t["root.json"]["Parameters"]["WafRateLimit"]["Default"] = 300
+
+
 def cosmetic_descriptions(t):
     t["root.json"]["Description"] = t["root.json"].get("Description", "") + " (reworded)"
     t["root.json"]["Parameters"]["InstanceType"]["Description"] += " (reworded)"
@@ -142,30 +149,43 @@ def endpoint_policy_only(t):
 CASES = [
     Case("rename the ECS service", rename_service,
          expect=[(env, "service", "replace", "ECS::Service Service is replaced (ServiceName)")
-                 for env in ("dev", "prod")]),
+                 for env in ENVS]),
     Case("move a subnet (CIDR)", move_subnet,
          expect=[(env, "network", "replace", "EC2::Subnet PrivateSubnet1 is replaced (CidrBlock)")
-                 for env in ("dev", "prod")]),
+                 for env in ENVS]),
     Case("endpoint ingress widened to 0.0.0.0/0", open_endpoints_to_world,
          expect=[(env, "security", "network", "from 0.0.0.0/0 on EndpointSecurityGroupId: a wider "
-                  "source than before") for env in ("dev", "prod")]),
+                  "source than before") for env in ENVS]),
     Case("ingress to the Ollama port", ollama_port_from_vpc,
-         expect=[(env, "security", "network", "reaches the Ollama port 11434") for env in ("dev", "prod")]
+         expect=[(env, "security", "network", "reaches the Ollama port 11434") for env in ENVS]
          + [("dev", "security", "network", "a new port")]),
     Case("IAM action wildcard (ECS exec, on in dev only)", exec_action_wildcard,
          expect=[("dev", "service", "iam", "action wildcard ssmmessages:*")], quiet=("prod",),
          untouched={"prod": "service.json"}, only=True),
     Case("gateway log group removed", remove_gateway_log_group,
          expect=[(env, "service", "retained", "LogGroup GatewayLogGroup leaves the stack but stays "
-                  "in the account (DeletionPolicy Retain)") for env in ("dev", "prod")]),
+                  "in the account (DeletionPolicy Retain)") for env in ENVS]),
     Case("new root parameter without a Default", new_root_parameter_without_default,
          expect=[(env, "root", "parameter", f"new parameter AlertWebhookUrl without a Default: "
-                  f"params/{env}.json does NOT set it") for env in ("dev", "prod")]
-         + [(env, "root", "render", "AlertWebhookUrl") for env in ("dev", "prod")]),
+                  f"params/{env}.json does NOT set it") for env in ENVS]
+         + [(env, "root", "render", "AlertWebhookUrl") for env in ENVS]),
     Case("root parameter renamed", rename_root_parameter,
          expect=[(env, "root", "parameter", "parameter WafRateLimit removed (renamed to "
-                  f"WafRequestsPer5Min?): params/{env}.json still sets it and deploy silently "
-                  "ignores that value") for env in ("dev", "prod")]),
+                  f"WafRequestsPer5Min?): params/{env}.json does not set it") for env in ENVS]),
+    Case("root parameter renamed while a params file sets it", rename_root_parameter,
+         before={"dev": {"WafRateLimit": "900"}},
+         expect=[("dev", "root", "parameter", "parameter WafRateLimit removed (renamed to "
+                  "WafRequestsPer5Min?): params/dev.json still sets it: every tool refuses that "
+                  "file until the line goes"),
+                 ("dev", "root", "render", "params/dev.json: WafRateLimit is not a parameter of "
+                  "the root template")]),
+    Case("a Default changed: it reaches the environments that do not set the parameter",
+         lower_waf_rate_limit_default, before={"dev": {"WafRateLimit": "600"}},
+         expect=[("dev", "root", "parameter", "WafRateLimit Default 600 -> Default 300: no effect "
+                  "here, params/dev.json sets WafRateLimit")]
+         + [(env, "root", "parameter", f"WafRateLimit Default 600 -> Default 300: params/{env}.json "
+             f"does not set it: the next deploy of {env} sends the new Default")
+            for env in ENVS if env != "dev"]),
     Case("params only: InstanceType in prod", params={"prod": {"InstanceType": "g5.2xlarge"}},
          expect=[("prod", "cluster", "rollout", "LaunchTemplate LaunchTemplate changes")],
          quiet=("dev",), only=True),
@@ -183,15 +203,16 @@ CASES = [
     Case("cosmetic: descriptions reworded", cosmetic_descriptions, expect=[], only=True),
     Case("KMS key DeletionPolicy Retain -> Delete", key_deletion_policy,
          expect=[(env, "config", "policy", "KMS::Key KmsKey DeletionPolicy Retain -> Delete")
-                 for env in ("dev", "prod")]),
+                 for env in ENVS]),
     Case("ALB idle timeout shortened", short_idle_timeout,
          expect=[(env, "load_balancer", "timeout", "ALB idle timeout (LoadBalancer, "
-                  "alb_idle_timeout_seconds) 330 -> 60") for env in ("dev", "prod")]),
+                  f"alb_idle_timeout_seconds) {TIMEOUTS.alb_idle_timeout_seconds} -> 60")
+                 for env in ENVS]),
     Case("root output removed", drop_root_output,
-         expect=[(env, "root", "output", "output LoadBalancerDnsName removed") for env in ("dev", "prod")]),
+         expect=[(env, "root", "output", "output LoadBalancerDnsName removed") for env in ENVS]),
     Case("secret given a name", name_the_secret,
          expect=[(env, "config", "replace", "SecretsManager::Secret ApiKeySecret is replaced (Name)"
-                  ": a new secret with a newly generated value") for env in ("dev", "prod")]),
+                  ": a new secret with a newly generated value") for env in ENVS]),
     Case("interface endpoints: prod only", endpoint_policy_only, expect=[], quiet=("dev",),
          untouched={"dev": "endpoints.json"}),
 ]

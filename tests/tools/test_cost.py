@@ -11,6 +11,10 @@ import json
 
 import pytest
 
+from stacks.endpoints import INTERFACE_SERVICES
+from stacks.gpu import GPUS_PER_INSTANCE
+from tests.cfn import REPO
+from tools import params
 from tools.cost import estimate as est
 from tools.cost import facts as facts_mod
 from tools.cost import prices as prices_mod
@@ -158,27 +162,53 @@ def test_assumption_override_moves_its_line():
 # --- the shipped environments, with the committed price file ------------------------------------
 
 PRICE_FILE = json.loads((prices_mod.PRICES_DIR / "us-east-1.json").read_text())["prices"]
-G5 = PRICE_FILE["ec2.g5.xlarge"]["usd"]
-# dev: at most 1 task 07:00-20:00 UTC on weekdays, 0 otherwise; 2027 has 261 weekdays. With
-# scale-to-zero on, the floor (idle) is 0 tasks at every hour.
+# The figures follow from the shipped values, read where they are set: the params files (the
+# effective values), the endpoint list and the generated web ACL.
+DEV, PROD = params.load_env("dev"), params.load_env("prod")
+AZS = len(PROD["AvailabilityZones"].split(","))
+ENDPOINTS = len(INTERFACE_SERVICES)
+WAF_RULES = len(json.loads((REPO / "templates" / "load_balancer.json").read_text())
+                ["Resources"]["WebAcl"]["Properties"]["Rules"])
+
+
+def price(key: str) -> float:
+    return PRICE_FILE[key]["usd"]
+
+
+def gpu_hour(values: dict[str, str]) -> float:
+    assert GPUS_PER_INSTANCE[values["InstanceType"]] == 1, "one task per instance below"
+    return price(f"ec2.{values['InstanceType']}")
+
+
+def number(values: dict[str, str], key: str) -> int:
+    return int(values[key])
+
+
+# dev: at most ServiceMaxTasks tasks 07:00-20:00 UTC on weekdays, 0 otherwise; 2027 has 261
+# weekdays. With scale-to-zero on, the floor (idle) is 0 tasks at every hour.
 DEV_ON_SHARE = 261 * 13 / (365 * 24)
 ENVS = [
-    ("dev", "GPU instances (On-Demand)", 0.0, DEV_ON_SHARE * 1 * H * G5),
-    ("dev", "NAT gateways (hourly)", 1 * H * PRICE_FILE["nat.hour"]["usd"],
-     1 * H * PRICE_FILE["nat.hour"]["usd"]),
-    # dev's warm pool (the wake budget needs it): 1 stopped instance at every hour, even at zero
-    ("dev", "Warm pool (stopped: EBS only)", 1 * 100 * PRICE_FILE["ebs.gp3"]["usd"],
-     1 * 100 * PRICE_FILE["ebs.gp3"]["usd"]),
-    ("prod", "GPU instances (On-Demand)", 2 * H * G5, 4 * H * G5),
-    ("prod", "Warm pool (stopped: EBS only)", 1 * 100 * PRICE_FILE["ebs.gp3"]["usd"],
-     1 * 100 * PRICE_FILE["ebs.gp3"]["usd"]),
-    ("prod", "Interface endpoints (hourly)", 8 * 2 * H * PRICE_FILE["vpce.hour"]["usd"],
-     8 * 2 * H * PRICE_FILE["vpce.hour"]["usd"]),
-    ("prod", "Public IPv4 addresses", (2 + 2) * H * PRICE_FILE["ipv4.hour"]["usd"],
-     (2 + 2) * H * PRICE_FILE["ipv4.hour"]["usd"]),
-    ("prod", "WAF", PRICE_FILE["waf.acl"]["usd"] + 3 * PRICE_FILE["waf.rule"]["usd"],
-     PRICE_FILE["waf.acl"]["usd"] + 3 * PRICE_FILE["waf.rule"]["usd"]
-     + 4 * H * 60 * 30 / 1e6 * PRICE_FILE["waf.request"]["usd"]),
+    ("dev", "GPU instances (On-Demand)", 0.0,
+     DEV_ON_SHARE * number(DEV, "ServiceMaxTasks") * H * gpu_hour(DEV)),
+    ("dev", "NAT gateways (hourly)", 1 * H * price("nat.hour"), 1 * H * price("nat.hour")),
+    # dev's warm pool (the wake budget needs it): its stopped instances' volumes at every hour
+    ("dev", "Warm pool (stopped: EBS only)",
+     number(DEV, "WarmPoolMinSize") * number(DEV, "RootVolumeSizeGiB") * price("ebs.gp3"),
+     number(DEV, "WarmPoolMinSize") * number(DEV, "RootVolumeSizeGiB") * price("ebs.gp3")),
+    ("prod", "GPU instances (On-Demand)", number(PROD, "ServiceMinTasks") * H * gpu_hour(PROD),
+     number(PROD, "ServiceMaxTasks") * H * gpu_hour(PROD)),
+    ("prod", "Warm pool (stopped: EBS only)",
+     number(PROD, "WarmPoolMinSize") * number(PROD, "RootVolumeSizeGiB") * price("ebs.gp3"),
+     number(PROD, "WarmPoolMinSize") * number(PROD, "RootVolumeSizeGiB") * price("ebs.gp3")),
+    ("prod", "Interface endpoints (hourly)", ENDPOINTS * AZS * H * price("vpce.hour"),
+     ENDPOINTS * AZS * H * price("vpce.hour")),
+    # a NAT gateway's EIP per AZ (per-az mode) and the ALB's address in each AZ
+    ("prod", "Public IPv4 addresses", (AZS + AZS) * H * price("ipv4.hour"),
+     (AZS + AZS) * H * price("ipv4.hour")),
+    ("prod", "WAF", price("waf.acl") + WAF_RULES * price("waf.rule"),
+     price("waf.acl") + WAF_RULES * price("waf.rule")
+     + number(PROD, "ServiceMaxTasks") * H * 60 * number(PROD, "RequestsPerTargetPerMinute")
+     / 1e6 * price("waf.request")),
 ]
 
 
@@ -195,19 +225,20 @@ def test_shipped_environment_component(shipped, env, component, floor, ceiling):
 
 
 def _dev(**overrides) -> tuple[facts_mod.Facts, est.Estimate]:
-    from tools import params
     facts = facts_mod.collect("dev", values=params.load_env("dev") | overrides)
     return facts, est.build(facts, prices_mod.load("us-east-1"), est.assumptions())
 
 
 def test_scale_to_zero_drops_the_floor_by_the_gpu_instances():
     (on_facts, on), (off_facts, off) = _dev(ScaleToZero="true"), _dev(ScaleToZero="false")
-    assert (on_facts.idle_minutes, off_facts.idle_minutes) == (30, None)
+    idle = number(DEV, "IdleMinutes")
+    assert (on_facts.idle_minutes, off_facts.idle_minutes) == (idle, None)
     gpu = lambda e: next(x for x in e.lines if x.component.startswith("GPU instances"))  # noqa: E731
-    assert gpu(off).floor == pytest.approx(DEV_ON_SHARE * 1 * H * G5, rel=1e-3)
+    assert gpu(off).floor == pytest.approx(
+        DEV_ON_SHARE * number(DEV, "ServiceMaxTasks") * H * gpu_hour(DEV), rel=1e-3)
     assert gpu(on).floor == 0.0 and gpu(on).ceiling == pytest.approx(gpu(off).ceiling)
     assert off.floor - on.floor >= gpu(off).floor  # and the volumes, logs of the idle task
-    assert "idle: 0 tasks after 30 min without a request" in gpu(on).basis
+    assert f"idle: 0 tasks after {idle} min without a request" in gpu(on).basis
 
 
 def test_throughput_above_the_included_is_named_as_unpriced():
@@ -275,7 +306,8 @@ def test_cost_change_reports_moves_only(shipped):
 
 def test_the_generated_cost_table_has_a_floor_and_ceiling_column_per_environment(shipped):
     table = report.readme_section(shipped)
-    assert table.splitlines()[0] == "| component | dev floor | dev ceiling | prod floor | prod ceiling |"
+    assert table.splitlines()[0] == ("| component | " + " | ".join(
+        f"{env} floor | {env} ceiling" for env in params.environments()) + " |")
     assert f"**{shipped['prod'].ceiling:.2f}**" in table
 
 

@@ -38,8 +38,10 @@ def test_groups_by_reading_layers_with_a_column_per_environment(tmp_path, monkey
     assert "### Network\n" in text and "### Network, Service\n" in text
     assert "### root (not passed to a layer)" in text  # Flag reaches no layer
     assert "| parameter | type | allowed | default | dev | prod | staging | meaning |" in text
-    assert "| `Size` | Number | 1..9 | `2` | `3` | default | `4` | how \\| many |" in text
-    assert "| `Name` | String |  | none | `a` | `b` | **missing** | no default |" in text
+    # Effective values: bold where the params file sets it, plain where the Default applies.
+    assert "| `Size` | Number | 1..9 | `2` | **`3`** | `2` | **`4`** | how \\| many |" in text
+    assert "| `Name` | String |  | none | **`a`** | **`b`** | **missing** | no default |" in text
+    assert "| `Flag` | String | `true` / `false` | `false` | `false` | `false` | `false` |  |" in text
     assert "`true` / `false`" in text
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from tests.tools import review_cases
 from tests.tools.review_cases import CASES
+from tools import params as params_files
 from tools.review import engine, rendering, review, sides
 from tools.review import report as formats
 from tools.review.__main__ import main
@@ -125,7 +126,7 @@ def test_make_diff_against_head_prints_a_report():
 
 
 def test_extra_sections_hook_adds_a_section_per_environment(monkeypatch):
-    """The cost report (issue 17) plugs in here: one section per environment."""
+    """The cost report plugs in here: one section per environment."""
     def floor_and_ceiling(env_review):
         return review.Section("Cost", [f"floor and ceiling of {env_review.env}: unchanged"])
 
@@ -133,5 +134,5 @@ def test_extra_sections_hook_adds_a_section_per_environment(monkeypatch):
     base = sides.working_tree()
     [report] = review.build_reports([(base, base)])
     text = formats.markdown(report)
-    for env in ("dev", "prod"):
+    for env in params_files.environments():
         assert f"**{env}: Cost**" in text and f"floor and ceiling of {env}: unchanged" in text

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from stacks.gpu import GPUS_PER_INSTANCE
 from tests.cfn import REPO
 from tools import params, rollout
 
@@ -62,6 +63,10 @@ def test_sizing_cases(change, message):
 
 
 def test_unknown_instance_type_is_refused_with_the_allowed_list():
-    values = {**params.load_env("dev"), "InstanceType": "p5.48xlarge"}
-    with pytest.raises(params.ParamsError, match="p5.48xlarge.*no known GPU count; allowed: g4dn"):
+    unknown = "x1.unknown"  # a type made for the test: no GPU table will ever hold it
+    assert unknown not in GPUS_PER_INSTANCE
+    values = {**params.load_env("dev"), "InstanceType": unknown}
+    with pytest.raises(params.ParamsError) as error:
         rollout.sizing("dev", values)
+    assert (f"InstanceType={unknown!r} has no known GPU count; allowed: "
+            f"{', '.join(sorted(GPUS_PER_INSTANCE))}") in str(error.value)

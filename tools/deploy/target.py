@@ -175,7 +175,7 @@ class Aws:
 
 def resolve_target(env: str, aws: Aws, templates_dir: Path = TEMPLATES_DIR) -> Target:
     try:
-        values = params_file.load_env(env)
+        values = params_file.load_env(env, templates_dir / ROOT_TEMPLATE)
     except params_file.ParamsError as error:
         raise DeployError(str(error), "create params/<env>.json (copy dev.json)") from None
     declared = values.get(names.ENVIRONMENT_NAME)

@@ -11,9 +11,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from app.contract import OLLAMA_PORT  # the sidecar's port: never mapped, loopback only
 from tools.review import budget
-
-OLLAMA_PORT = 11434  # the Ollama sidecar's port (DESIGN: no port mapping, localhost only)
 
 # Kinds, in the order the report lists them.
 KINDS = ("render", "replace", "delete", "retained", "iam", "network", "parameter", "output",

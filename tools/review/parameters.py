@@ -1,14 +1,14 @@
 """Parameter findings: what a change to root's (or the registry's) Parameters does to params files.
 
-The deploy path runs `aws cloudformation deploy --parameter-overrides file://params/<env>.json`.
-Its merge_parameters (awscli 1.46.2, awscli/customizations/cloudformation/deploy.py) walks the
-template's Parameters only: a key the template does not declare is dropped without a word, and a
-declared parameter that the file does not set is sent as UsePreviousValue=True. So:
-- a new parameter without a Default that a params file does not set fails the update (there is no
-  previous value to use);
-- a removed or renamed parameter that a params file still sets is silently ignored;
-- a changed Default does not reach a stack that already exists unless its params file sets it
-  (the stack keeps its previous value); only new stacks get the new Default.
+A params file holds overrides: the deploy sends every root parameter, its Default unless the
+environment's file sets it (tools/params.py effective values; the manual path's file is
+`python -m tools.params ENV`). So:
+- a new parameter without a Default that a params file does not set stops that environment's
+  deploy (there is no value to send);
+- a removed or renamed parameter that a params file still sets makes every tool refuse that file
+  (a key the template does not declare is an error, not a silent drop);
+- a changed Default reaches every environment whose params file does not set the parameter, at
+  its next deploy; a file that sets it keeps its own value.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _word(definition: dict) -> str:
 
 
 def parameter_findings(file_name: str, result: dict, params: dict[str, dict[str, str]]) -> list[Finding]:
-    """params: environment -> values of its params file on the new side."""
+    """params: environment -> what its params file sets on the new side (not the defaults)."""
     layer = file_name.removesuffix(".json")
     changes = result["parameters"]
     added = [c["name"] for c in changes if c["old"] is None]
@@ -37,21 +37,21 @@ def parameter_findings(file_name: str, result: dict, params: dict[str, dict[str,
                 if "Default" in new:
                     continue
                 status = (f"{params_file} sets it" if name in values else
-                          f"{params_file} does NOT set it: the update fails (deploy sends "
-                          "UsePreviousValue for a parameter the stack never had)")
+                          f"{params_file} does NOT set it: the deploy stops before any change "
+                          "(there is no value to send)")
                 out.append(Finding(env, layer, "parameter",
                                    f"new parameter {name} without a Default: {status}"))
             elif new is None:
                 hint = f" (renamed to {', '.join(added)}?)" if added else ""
-                status = (f"{params_file} still sets it and deploy silently ignores that value"
-                          if name in values else f"{params_file} does not set it")
+                status = (f"{params_file} still sets it: every tool refuses that file until "
+                          "the line goes" if name in values else f"{params_file} does not set it")
                 out.append(Finding(env, layer, "parameter",
                                    f"parameter {name} removed{hint}: {status}"))
             else:
                 if old.get("Default") != new.get("Default"):
                     effect = (f"no effect here, {params_file} sets {name}" if name in values else
-                              "the existing stack keeps its previous value (deploy sends "
-                              "UsePreviousValue); only a new stack gets the new Default")
+                              f"{params_file} does not set it: the next deploy of {env} "
+                              "sends the new Default")
                     out.append(Finding(env, layer, "parameter",
                                        f"parameter {name} {_word(old)} -> {_word(new)}: {effect}"))
                 allowed = new.get("AllowedValues")

@@ -1,9 +1,10 @@
 """Each side rendered for each environment with the existing renderer (tools/render.py), cached.
 
-A rendering is keyed by the content hash of everything it depends on: the templates, the
-environment's params file, and the renderer's own source and cloud-radar version. A side that
-did not change between BASE and the working tree (or between two runs) is rendered once; the
-results live under .cache/review/renders/ (git-ignored).
+A rendering is keyed by the content hash of everything it depends on: the templates (root.json
+holds the defaults the params file overrides), the environment's params file, and the
+renderer's own source and cloud-radar version. A side that did not change between BASE and the
+working tree (or between two runs) is rendered once; the results live under
+.cache/review/renders/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ def _render(job: tuple[str, dict[str, str], str, str]) -> dict:
     from tools import render  # cloud-radar: imported only when something must be rendered
 
     try:
-        values = params_files.parse(params_text, f"params/{env}.json")
+        # The side's own defaults: a params file holds overrides of the root it was written for.
+        declared = json.loads(templates.get(render.ROOT_FILE) or "{}").get("Parameters", {})
+        values = params_files.effective(params_files.parse(params_text, f"params/{env}.json"),
+                                        declared, f"params/{env}.json")
         result = render.render_environment(env, _tree(templates), values)
     except (render.RenderError, params_files.ParamsError) as error:
         out = {"templates": {}, "error": str(error), "notes": []}

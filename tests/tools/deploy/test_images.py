@@ -24,6 +24,9 @@ from tests.tools.deploy.stubs import (
 from tools.deploy import apply, cli, images
 from tools.deploy.target import Aws, DeployError
 
+MODEL = target().model  # dev's effective ModelName; OTHER: any other model
+OTHER = f"{MODEL}-other"
+
 
 def stub_image(ecr: Stubber, repository: str, blob: bytes | None, urls: dict) -> None:
     if blob is None:
@@ -43,8 +46,7 @@ def stub_image(ecr: Stubber, repository: str, blob: bytes | None, urls: dict) ->
     ecr.add_response("get_download_url_for_layer", {"downloadUrl": url, "layerDigest": digest},
                      {"repositoryName": repository, "layerDigest": digest})
 
-@pytest.mark.parametrize(("model", "ok"), [("llama3.2:1b", True), ("qwen2.5:0.5b", False),
-                                           (None, False)])
+@pytest.mark.parametrize(("model", "ok"), [(MODEL, True), (OTHER, False), (None, False)])
 def test_deploy_refuses_an_ollama_image_built_for_another_model(stubs, downloads, model, ok):
     cfn, ecr = stubs("cloudformation")[1], stubs("ecr")[1]
     cfn.add_response("describe_stacks", {"Stacks": [stack(f"{ROOT}-registry",
@@ -58,7 +60,7 @@ def test_deploy_refuses_an_ollama_image_built_for_another_model(stubs, downloads
         return
     with pytest.raises(DeployError, match="was built for model") as error:
         images.check_images(aws, target(), "abc123")
-    assert "ModelName='llama3.2:1b'" in error.value.message
+    assert f"ModelName={MODEL!r}" in error.value.message
 
 def test_deploy_refuses_a_missing_image(stubs, downloads):
     cfn, ecr = stubs("cloudformation")[1], stubs("ecr")[1]
@@ -71,7 +73,7 @@ def test_deploy_refuses_a_missing_image(stubs, downloads):
 
 def test_an_image_whose_config_does_not_match_its_digest_is_refused(stubs, downloads):
     ecr = stubs("ecr")[1]
-    stub_image(ecr, "llm-api-dev/ollama", image_blob("llama3.2:1b"), downloads)
+    stub_image(ecr, "llm-api-dev/ollama", image_blob(MODEL), downloads)
     for url in downloads:
         downloads[url] = image_blob("tampered")
     with pytest.raises(DeployError, match="does not match its digest"):
@@ -130,12 +132,12 @@ def test_images_builds_labels_tags_pushes_and_records(tmp_path, monkeypatch, stu
         "--label org.opencontainers.image.revision=abc123 .",
         f"push {registry}/gateway:abc123",
         f"build --platform linux/amd64 --file ollama/Dockerfile --tag {registry}/ollama:abc123 "
-        "--label org.opencontainers.image.revision=abc123 --build-arg MODEL=llama3.2:1b "
-        "--label llm-api.model=llama3.2:1b ollama",
+        f"--label org.opencontainers.image.revision=abc123 --build-arg MODEL={MODEL} "
+        f"--label llm-api.model={MODEL} ollama",
         f"push {registry}/ollama:abc123",
     ]
     record = json.loads((tmp_path / "records" / "dev.json").read_text())
-    assert record["image_tag"] == "abc123" and record["model"] == "llama3.2:1b"
+    assert record["image_tag"] == "abc123" and record["model"] == MODEL
     assert list((tmp_path / "records").iterdir()) == [tmp_path / "records" / "dev.json"]
     assert apply.resolve_image_tag(target(), None, rehearsal=False) == "abc123"
 

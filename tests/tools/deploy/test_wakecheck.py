@@ -256,7 +256,7 @@ def test_a_service_that_never_reaches_zero_names_the_idle_alarm(stubs):
     expect_stack(stubs)
     expect_scalable_target(stubs, 2)
     timeout = wakecheck.zero_timeout(target().params, target())
-    assert timeout == 30 * 60 + wake.wake_budget.WAKE_ALARM_SECONDS + 330 + 300  # dev: 30 min
+    assert timeout == (int(target().params["IdleMinutes"]) * 60 + wake.wake_budget.WAKE_ALARM_SECONDS + wakecheck.TIMEOUTS.deregistration_delay_seconds + wakecheck.ZERO_MARGIN_SECONDS)  # noqa: E501
     for _ in range(timeout // wakecheck.ZERO_POLL_SECONDS + 2):
         expect_counts(stubs, 1, 1)
     stubs("cloudwatch")[1].add_response("describe_alarms", {"MetricAlarms": [{
