@@ -1,6 +1,7 @@
 """`make bench`: every benchmark, one table on stdout, the same figures in bench/results/latest.json.
 
     python -m bench.run [--quick] [--gateway-only] [--real-model-only] [--profile]
+    python -m bench.run --hotpath [--rounds N] [--tree PATH] [--label NAME] [--quick]
 
 --quick: fewer generation runs, one round and fewer requests per gateway run, and only the
 5 ms/token gateway matrix (a smoke run). --gateway-only: skip the generation benchmark.
@@ -8,6 +9,10 @@
 Ollama), printed in the gateway table's columns; about 1.5 minutes, 20 s with --quick.
 --profile: also sample the gateway with py-spy during one extra (uncounted) run per route at the
 highest concurrency; collapsed stacks go to bench/results/, the top frames are printed.
+--hotpath: only the hot-path comparison (bench/hotpath.py: direct, a bare passthrough and the
+gateway, interleaved, at 16 and 64 paced streams on both APIs), written to
+bench/results/hotpath-NAME.json; --tree measures the gateway of another checkout (the code as
+it was, say) in the same conditions. About 3 minutes with 3 rounds.
 Not part of `make test`: figures are measured, never asserted; the targets are printed as
 met or missed, for the reader.
 """
@@ -21,7 +26,7 @@ import platform
 import sys
 from pathlib import Path
 
-from bench import gateway, generation, realmodel
+from bench import gateway, generation, hotpath, realmodel
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "latest.json"
@@ -47,7 +52,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-only", action="store_true")
     parser.add_argument("--real-model-only", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--hotpath", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="--hotpath: rounds (3 or more)")
+    parser.add_argument("--tree", type=Path, default=None,
+                        help="--hotpath: the checkout whose gateway is measured")
+    parser.add_argument("--label", default="latest", help="--hotpath: the results file's name")
     args = parser.parse_args(argv)
+    if args.hotpath:
+        if args.rounds < 1:
+            parser.error("--rounds must be 1 or more (3 or more for medians worth the name)")
+        if args.tree is not None and not (args.tree / "app" / "main.py").is_file():
+            parser.error(f"--tree {args.tree}: no app/main.py there; give a checkout's root")
+        result = hotpath.measure(rounds=args.rounds, tree=args.tree, quick=args.quick)
+        print("\n".join(hotpath.report_lines(result)))
+        out = RESULTS.parent / f"hotpath-{args.label}.json"
+        hotpath.write(result, out)
+        print(f"\nwrote {out.relative_to(REPO)}")
+        return 0
     if args.real_model_only and args.profile:
         parser.error("--profile samples the double's runs; it does not go with --real-model-only")
 
