@@ -224,12 +224,18 @@ def new_endpoint_follows(copy: Path) -> None:
         assert NEW_ENDPOINT[1] in line
 
 
-NEW_MODEL = next(m for m in ("qwen2.5:0.5b", "gemma3:1b") if m != contract.DEFAULT_MODEL)
+# A new model is two facts: its name (the contract) and the size of its blob, which the wake
+# budget reads its load time from (stacks/wake.py MODEL_SIZES_MIB). Sizes as the Ollama library
+# lists them (ollama.com/library/qwen2.5, gemma3: 398 MB, 815 MB), in MiB.
+NEW_MODEL, NEW_MODEL_MIB = next(m for m in (("qwen2.5:0.5b", 380), ("gemma3:1b", 778))
+                                if m[0] != contract.DEFAULT_MODEL)
 
 
 def new_model(copy: Path) -> None:
     replace_once(copy / "app" / "contract.py", f'DEFAULT_MODEL = "{contract.DEFAULT_MODEL}"\n',
                  f'DEFAULT_MODEL = "{NEW_MODEL}"\n')
+    replace_once(copy / "stacks" / "wake.py", "MODEL_SIZES_MIB = {",
+                 f'MODEL_SIZES_MIB = {{"{NEW_MODEL}": {NEW_MODEL_MIB}, ')
 
 
 def new_model_follows(copy: Path) -> None:
@@ -448,7 +454,7 @@ EDITS = (
           "tests/tools/deploy/test_wakecheck.py")),
     Edit("a new VPC endpoint", ("stacks/endpoints.py",), new_endpoint, new_endpoint_follows,
          ("tests/stacks/test_network.py", "tests/stacks/test_security.py")),
-    Edit("a new default model", ("app/contract.py",), new_model, new_model_follows,
+    Edit("a new default model", ("app/contract.py", "stacks/wake.py"), new_model, new_model_follows,
          ("tests/images/test_dockerfiles.py", "tests/images/test_parity.py",
           "tests/tools/test_contract_files.py", "tests/tools/deploy/test_images.py")),
     Edit("a new GPU type", ("stacks/gpu.py", PRICES), new_gpu_type, new_gpu_type_follows,
