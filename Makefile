@@ -21,7 +21,7 @@ help:
 	@echo "make cost-prices REGION=<region>   refresh prices/<region>.json from AWS (credentials)"
 	@echo "make diff [BASE=ref] [FORMAT=md]   review a template/params change per environment (README)"
 	@echo "make bench      benchmarks: generation time, gateway overhead (a few minutes; docs/benchmarks.md)"
-	@echo "make one-edit   ten everyday changes, each on a copy with the whole suite run there (about an hour)"
+	@echo "make one-edit   ten everyday changes, each on a copy with the whole suite run there (about 25 min)"
 	@echo "make bootstrap|images|preview|deploy|roll|teardown ENV=<env>   the deploy path (README, Deploy; docs/deploy.md)"
 	@echo "make preflight ENV=<env>   read-only checks of the account before a deploy (docs/deploy.md, Preflight)"
 	@echo "make wake-check ENV=<env>   time a wake from zero tasks by part (ScaleToZero; real account, not run here)"
@@ -134,7 +134,7 @@ diff: $(STAMP)
 	$(PY) -m tools.review$(if $(BASE), --base $(BASE))$(if $(FORMAT), --format $(FORMAT))
 
 # The ten everyday changes of tests/test_one_edit.py, each on its own copy of the repository
-# with the whole suite (not slow) run there: about an hour on two cores, so not part of
+# with the whole suite (not slow) run there: about half an hour on two cores, so not part of
 # `make test` (which makes the same ten edits with the checks closest to each).
 .PHONY: one-edit
 one-edit: $(STAMP)

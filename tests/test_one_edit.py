@@ -3,7 +3,8 @@
 Each EDITS entry makes its change on a copy of the repository (a git checkout of the working
 tree's files), touching exactly the files it lists; then `generate.py` writes what follows and
 `generate.py --check` must pass, as a user would. A second place that also needs editing by hand
-fails it. Two depths, because the whole suite on ten copies takes about an hour on two cores:
+fails it. Two depths, because the whole suite on ten copies takes about half an hour on two
+cores:
 
 - `make test`: the ten edits on one copy (they touch different places; each is checked to touch
   only its own files), `generate.py` and its check once, then each edit's `follows` (what must
