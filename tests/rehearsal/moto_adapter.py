@@ -203,56 +203,7 @@ def apply() -> None:
     cfn_models.Stack.create_from_cloudformation_json = classmethod(create_nested)
 
     # 4-9. Resource types, registered on moto's own backends.
-    class _Adapted:
-        """Shared plumbing: physical ID, no-op is_created, update = delete + create.
-
-        A mixin: moto lists models as CloudFormationModel's DIRECT subclasses.
-        """
-
-        physical_id = ""
-
-        @staticmethod
-        def cloudformation_name_type() -> str:
-            return ""
-
-        @property
-        def physical_resource_id(self) -> str:
-            return self.physical_id
-
-        def is_created(self) -> bool:
-            return True
-
-        @classmethod
-        def has_cfn_attr(cls, attr: str) -> bool:
-            return attr in cls.attributes()
-
-        @classmethod
-        def attributes(cls) -> dict[str, str]:
-            return {}
-
-        def get_cfn_attribute(self, attribute_name: str) -> Any:
-            attributes = self.attributes()
-            if attribute_name not in attributes:
-                raise parsing.UnformattedGetAttTemplateException()
-            return getattr(self, attributes[attribute_name])
-
-        @classmethod
-        def update_from_cloudformation_json(cls, original_resource, new_resource_name,
-                                            cloudformation_json, account_id, region_name):
-            original_resource.remove(account_id, region_name)
-            return cls.create_from_cloudformation_json(new_resource_name, cloudformation_json,
-                                                       account_id, region_name)
-
-        @classmethod
-        def delete_from_cloudformation_json(cls, resource_name, cloudformation_json,
-                                            account_id, region_name):
-            return None  # the instance's delete() below does the work
-
-        def delete(self, account_id: str, region_name: str) -> None:
-            self.remove(account_id, region_name)
-
-        def remove(self, account_id: str, region_name: str) -> None:
-            raise NotImplementedError
+    _Adapted = moto_autoscaling.adapted_base()
 
     class Secret(_Adapted, CloudFormationModel):
         __module__ = _MODULE  # moto's model registry keys models by its 2nd part

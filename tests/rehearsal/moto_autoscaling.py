@@ -26,19 +26,19 @@ def _int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-def models() -> tuple[type, ...]:
-    """The three model classes; defining them registers them with moto (call once, in apply)."""
-    from moto.autoscaling.models import autoscaling_backends
+def adapted_base() -> type:
+    """The mixin every adapted resource type shares (here and in moto_adapter.apply): physical ID,
+    no-op is_created, GetAtt by attributes(), update = delete + create. A mixin, not a
+    CloudFormationModel subclass: moto lists models as CloudFormationModel's DIRECT subclasses."""
     from moto.cloudformation import parsing
-    from moto.core.common_models import CloudFormationModel
 
     class _Adapted:
-        """physical ID, no-op is_created, update = delete + create (a mixin: moto lists models
-        as CloudFormationModel's DIRECT subclasses)."""
+        """Shared plumbing: physical ID, no-op is_created, update = delete + create.
+
+        A mixin: moto lists models as CloudFormationModel's DIRECT subclasses.
+        """
 
         physical_id = ""
-        group = ""
-        name = ""
 
         @staticmethod
         def cloudformation_name_type() -> str:
@@ -60,9 +60,10 @@ def models() -> tuple[type, ...]:
             return {}
 
         def get_cfn_attribute(self, attribute_name: str) -> Any:
-            if attribute_name not in self.attributes():
+            attributes = self.attributes()
+            if attribute_name not in attributes:
                 raise parsing.UnformattedGetAttTemplateException()
-            return getattr(self, self.attributes()[attribute_name])
+            return getattr(self, attributes[attribute_name])
 
         @classmethod
         def update_from_cloudformation_json(cls, original_resource, new_resource_name,
@@ -74,13 +75,25 @@ def models() -> tuple[type, ...]:
         @classmethod
         def delete_from_cloudformation_json(cls, resource_name, cloudformation_json,
                                             account_id, region_name):
-            return None  # delete() below does the work
+            return None  # the instance's delete() below does the work
 
         def delete(self, account_id: str, region_name: str) -> None:
             self.remove(account_id, region_name)
 
         def remove(self, account_id: str, region_name: str) -> None:
             raise NotImplementedError
+
+    return _Adapted
+
+
+def models() -> tuple[type, ...]:
+    """The three model classes; defining them registers them with moto (call once, in apply)."""
+    from moto.autoscaling.models import autoscaling_backends
+    from moto.core.common_models import CloudFormationModel
+
+    class _Adapted(adapted_base()):
+        group = ""
+        name = ""
 
     class ScalingPolicy(_Adapted, CloudFormationModel):
         __module__ = _MODULE
